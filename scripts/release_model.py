@@ -23,6 +23,9 @@ def main() -> None:
     ap.add_argument("run_dir", type=Path)
     ap.add_argument("output", type=Path)
     ap.add_argument("--fp32", action="store_true", help="keep float32 weights (default: float16)")
+    ap.add_argument("--palette", default=None,
+                    help="label-map palette stored with a synthesis model (e.g. scenes), so colour label "
+                         "maps are read without --palette")
     args = ap.parse_args()
     model, meta = load_model(args.run_dir / "model.safetensors")
     extra = dict(meta.get("extra", {}))
@@ -35,6 +38,11 @@ def main() -> None:
                             else max((s.get("step", 0) for s in steps), default=0))
     if evals:
         extra["last_eval"] = evals[-1]["metrics"]
+    if args.palette:
+        from gancanvas.data.labels import load_palette
+
+        load_palette(args.palette)  # fail here, not when a user reads a label map
+        extra["palette"] = args.palette
     save_model(args.output, model, arch=meta["arch"], config=meta["config"], extra=extra,
                dtype=None if args.fp32 else torch.float16)
     print(f"wrote {args.output} ({args.output.stat().st_size / 1e6:.1f} MB, step {extra['train_steps']})")

@@ -12,6 +12,9 @@ the official SRN integer-ratio rule) are checked by the model (`SRNGenerator.che
 Training (`random_margins`) follows the official SRN `random_mask`: the known box of a fixed size
 sits at a random position in the canvas, top uniform in [min_top, H - h - min_top] inclusive
 (likewise left), so the margins are (t, l, H - h - t, W - w - l).
+
+Evaluation (`write_margin_set`, `read_margin_set`; `gancanvas data margins`): a fixed, versioned set
+of known-box positions on a canvas, mask PNGs plus a manifest, for `eval.evaluate_outpaint`.
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ import torch
 from ..errors import InputError
 
 __all__ = ["Margins", "parse_margin", "parse_margins", "check_margins", "outpaint_canvas", "crop_known",
-           "random_margins", "MAX_CANVAS_SIDE"]
+           "random_margins", "MAX_CANVAS_SIDE", "write_margin_set", "read_margin_set", "margin_set_entry",
+           "MARGIN_SET_FORMAT", "MARGIN_SET_VERSION", "MARGIN_SET_BINS"]
 
 #: Default cap on a canvas side (pixels): beyond it memory, not the margins, is the problem.
 MAX_CANVAS_SIDE = 16384
@@ -201,3 +205,180 @@ def random_margins(canvas_size: int | Sequence[int], known_size: int | Sequence[
     top = int(rng.integers(mt, big_h - h - mt + 1))
     left = int(rng.integers(ml, big_w - w - ml + 1))
     return Margins(top, left, big_h - h - top, big_w - w - left)
+
+
+# ----------------------------------------------------------------------------- fixed margin sets
+
+MARGIN_SET_FORMAT = "gancanvas-margin-set"
+# Bump when the sampling changes: a set written by another version places other boxes.
+MARGIN_SET_VERSION = 1
+#: Bin labels of a margin set: how many sides of the canvas get a margin (1 to 4).
+MARGIN_SET_BINS = ("1 side", "2 sides", "3 sides", "4 sides")
+_SET_STREAM = 0x5E7  # mixed into the seed: the set's draws are independent of training's
+
+
+def _set_pair(value: int | Sequence[int], what: str) -> tuple[int, int]:
+    try:
+        return _pair(value, what)
+    except (TypeError, ValueError):
+        raise InputError(f"{what} must be an int or (height, width), got {value!r}") from None
+
+
+def margin_set_entry(size: int | Sequence[int], known: int | Sequence[int], seed: int, index: int,
+                     mode: str = "random", sides: Sequence[str] = _SIDES,
+                     min_margin: int | Sequence[int] = 0) -> Margins:
+    """Margins of entry `index` of the margin set (size, known, seed, mode, sides, min_margin).
+
+    Drawn by `outpaint_datasets.sample_margins` from `numpy.random.default_rng([seed, 0x5E7,
+    index])`: entry j depends only on the settings and j, so a set of 100 is the first 100 entries
+    of the set of 200 with the same settings.
+    """
+    from .outpaint_datasets import sample_margins
+
+    rng = np.random.default_rng([int(seed), _SET_STREAM, int(index)])
+    return sample_margins(size, known, rng, mode, sides, min_margin)
+
+
+def write_margin_set(out_dir, *, size: int | Sequence[int], known: int | Sequence[int], count: int,
+                     seed: int, mode: str = "random", sides: Sequence[str] = _SIDES,
+                     min_margin: int | Sequence[int] = 0, overwrite: bool = False) -> dict:
+    """Write a fixed, versioned outpainting evaluation set and return its manifest.
+
+    Entry j places a `known` (h, w) box on a `size` (H, W) canvas at the position
+    `margin_set_entry(size, known, seed, j, mode, sides, min_margin)` ("random": the official SRN
+    `random_mask` position, uniform per axis; "one-sided": the box touches one edge per axis).
+    Files: ``00000.png``, ... the canvas masks (uint8, 255 = unknown = the margins, 0 = the known
+    box) and ``manifest.json`` (format, version, size, known, count, seed, mode, sides,
+    min_margin, bins, library versions, and per entry ``file``, ``margins`` [top, left, bottom,
+    right], ``area_pct`` (unknown area in percent of the canvas), ``bin`` (index into
+    `MARGIN_SET_BINS`: the number of sides with a margin, minus 1) and ``sha256``). Same arguments
+    -> byte-identical files. Atomic writes, manifest last; writing the same set again rewrites it,
+    a different set in the folder is an InputError unless ``overwrite=True``.
+    """
+    import hashlib
+    import io as _io
+    import json
+    from pathlib import Path
+
+    import PIL
+    from PIL import Image
+
+    from ..errors import ConfigError
+    from ..utils.fs import atomic_write
+    from .outpaint_datasets import MARGIN_MODES, check_margin_sampling
+
+    big_h, big_w = _set_pair(size, "size")
+    h, w = _set_pair(known, "known")
+    mt, ml = _set_pair(min_margin, "min_margin")
+    if int(count) < 1:
+        raise InputError(f"margin set count must be >= 1, got {count}")
+    if int(seed) < 0:
+        raise InputError(f"margin set seed must be >= 0, got {seed}")
+    if mode not in MARGIN_MODES:
+        raise InputError(f"margin mode must be one of {', '.join(MARGIN_MODES)}, got '{mode}'")
+    try:
+        check_margin_sampling((big_h, big_w), (h, w), mode, list(sides), (mt, ml))
+    except ConfigError as err:
+        raise InputError(str(err)) from None
+    out = Path(out_dir)
+    manifest_path = out / "manifest.json"
+    identity = {"format": MARGIN_SET_FORMAT, "version": MARGIN_SET_VERSION, "size": [big_h, big_w],
+                "known": [h, w], "count": int(count), "seed": int(seed), "mode": mode,
+                "sides": list(sides), "min_margin": [mt, ml], "bins": list(MARGIN_SET_BINS)}
+    old_files: list[str] = []
+    if manifest_path.exists():
+        try:
+            old = json.loads(manifest_path.read_text(encoding="utf-8"))
+            old_files = [Path(e["file"]).name for e in old["files"]]
+            same = all(old.get(k) == v for k, v in identity.items())
+        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+            same = False
+        if not same and not overwrite:
+            raise InputError(f"{out}: already holds a different margin set (manifest.json); choose "
+                             "another folder or pass overwrite=True")
+    elif out.exists() and not out.is_dir():
+        raise InputError(f"{out}: exists and is not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    if manifest_path.exists():
+        manifest_path.unlink()  # from here until the new one is written the folder is not a set
+    entries = []
+    for j in range(int(count)):
+        m = margin_set_entry((big_h, big_w), (h, w), seed, j, mode, sides, (mt, ml))
+        mask = np.full((big_h, big_w), 255, np.uint8)
+        mask[m.top:m.top + h, m.left:m.left + w] = 0
+        bio = _io.BytesIO()
+        Image.fromarray(mask).save(bio, format="PNG")
+        buf = bio.getvalue()
+        name = f"{j:05d}.png"
+        with atomic_write(out / name, "wb") as f:
+            f.write(buf)
+        n_sides = sum(1 for v in m if v > 0)
+        entries.append({"file": name, "margins": list(m), "bin": n_sides - 1,
+                        "area_pct": round(100.0 * (1 - h * w / (big_h * big_w)), 4),
+                        "sha256": hashlib.sha256(buf).hexdigest()})
+    for name in sorted(set(old_files) - {e["file"] for e in entries}):
+        (out / name).unlink(missing_ok=True)
+    manifest = {**identity, "created_with": {"numpy": np.__version__, "pillow": PIL.__version__},
+                "files": entries}
+    with atomic_write(manifest_path, "w") as f:
+        f.write(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    return manifest
+
+
+def read_margin_set(directory, *, verify: bool = False) -> dict:
+    """Read and validate a margin set's ``manifest.json`` (see `write_margin_set`); returns it.
+
+    One-line InputError for a missing or corrupt manifest, another format or version, a listed
+    file that is missing, or margins that do not place the known box on the canvas; with
+    ``verify=True`` also each mask file's sha256.
+    """
+    import hashlib
+    import json
+    from pathlib import Path
+
+    d = Path(directory)
+    mp = d / "manifest.json"
+    if not d.is_dir():
+        raise InputError(f"{d}: no such margin set folder")
+    if not mp.is_file():
+        raise InputError(f"{d}: not a margin set (no manifest.json; write one with `gancanvas data margins`)")
+    try:
+        man = json.loads(mp.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise InputError(f"{mp}: corrupt manifest ({' '.join(str(exc).split())})") from None
+    if not isinstance(man, dict) or man.get("format") != MARGIN_SET_FORMAT:
+        fmt = man.get("format") if isinstance(man, dict) else None
+        hint = " (a mask set: evaluate inpainting models with --masks)" if fmt == "gancanvas-mask-set" else ""
+        raise InputError(f"{mp}: not a {MARGIN_SET_FORMAT} manifest{hint}")
+    missing = [k for k in ("version", "size", "known", "count", "seed", "bins", "files") if k not in man]
+    if missing:
+        raise InputError(f"{mp}: corrupt manifest (missing {', '.join(missing)})")
+    if man["version"] != MARGIN_SET_VERSION:
+        raise InputError(f"{mp}: margin set version {man['version']!r} is not supported (this gancanvas "
+                         f"reads version {MARGIN_SET_VERSION})")
+    try:
+        big_h, big_w = (int(v) for v in man["size"])
+        h, w = (int(v) for v in man["known"])
+        files = list(man["files"])
+    except (TypeError, ValueError):
+        raise InputError(f"{mp}: corrupt manifest (size, known or files)") from None
+    if len(files) != man["count"]:
+        raise InputError(f"{mp}: corrupt manifest (count is {man['count']} but files lists {len(files)})")
+    for i, e in enumerate(files):
+        try:
+            name, m = e["file"], Margins(*(int(v) for v in e["margins"]))
+            if not 0 <= int(e["bin"]) < len(man["bins"]):
+                raise ValueError
+        except (TypeError, ValueError, KeyError):
+            raise InputError(f"{mp}: corrupt manifest (entry {i} needs file, margins and bin)") from None
+        if not isinstance(name, str) or Path(name).name != name:
+            raise InputError(f"{mp}: corrupt manifest (entry {i}: bad file name {name!r})")
+        if min(m) < 0 or m.canvas_size(h, w) != (big_h, big_w):
+            raise InputError(f"{mp}: corrupt manifest (entry {i}: margins {tuple(m)} do not place the "
+                             f"{h}x{w} known box on the {big_h}x{big_w} canvas)")
+        fp = d / name
+        if not fp.is_file():
+            raise InputError(f"{fp}: listed in the manifest but missing")
+        if verify and "sha256" in e and hashlib.sha256(fp.read_bytes()).hexdigest() != e["sha256"]:
+            raise InputError(f"{fp}: content differs from the manifest (sha256 mismatch)")
+    return man

@@ -247,6 +247,76 @@ def compare(results: dict[str, EvalResult], metrics: Sequence[str] | None = None
     return _render(header, rows) + "\n\n" + _legend(metrics, first.higher_is_better)
 
 
+# ----------------------------------------------------------------------------- scoring
+
+class _Scorer:
+    """The metric side shared by every protocol: validated metrics, their accumulators, batches.
+
+    `add(pred u8 HxWx3, target u8 HxWx3, mask bool HxW, record)` queues one image (a batch holds
+    images of one size, at most `batch_size`) and writes the per-image values into
+    `record["values"]` when its batch is scored; `result(bins, records, info)` flushes and builds
+    the EvalResult. Metrics that need weight files load them here, before the first image.
+    """
+
+    def __init__(self, metrics: Sequence[str], metric_options: dict[str, dict[str, Any]] | None,
+                 device: str | torch.device, batch_size: int):
+        if int(batch_size) < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+        self.metrics = tuple(metrics)
+        if not self.metrics:
+            raise ConfigError("no metrics to compute")
+        self.specs = [get_metric(m) for m in self.metrics]
+        self.options = dict(metric_options or {})
+        unknown = sorted(set(self.options) - set(self.metrics))
+        if unknown:
+            raise ConfigError(f"metric_options for metrics not computed: {', '.join(unknown)}")
+        self.device = torch.device(device)
+        self.batch_size = int(batch_size)
+        self.accs = {}
+        for s in self.specs:
+            opts = dict(self.options.get(s.name, {}))
+            if not s.per_image:
+                opts.setdefault("device", self.device)
+            self.accs[s.name] = s.accumulator(**opts)
+        self.batch: list[tuple[np.ndarray, np.ndarray, np.ndarray, dict]] = []
+
+    def add(self, pred: np.ndarray, target: np.ndarray, mask: np.ndarray, record: dict) -> None:
+        if self.batch and self.batch[0][0].shape != pred.shape:
+            self.flush()
+        self.batch.append((pred, target, mask, record))
+        if len(self.batch) >= self.batch_size:
+            self.flush()
+
+    def flush(self) -> None:
+        batch = self.batch
+        if not batch:
+            return
+
+        def nchw(i):
+            x = torch.from_numpy(np.stack([b[i] for b in batch])).to(self.device)
+            return x.permute(0, 3, 1, 2).double()
+
+        pred, target = nchw(0) / 255, nchw(1) / 255
+        mask = torch.from_numpy(np.stack([b[2] for b in batch])).to(self.device)[:, None].double()
+        for name, acc in self.accs.items():
+            vals = acc.update(pred, target, mask)
+            if vals is not None:
+                for rec, v in zip((b[3] for b in batch), vals.tolist()):
+                    rec["values"][name] = float(v)
+        self.batch = []
+
+    def options_info(self) -> dict[str, dict[str, str]]:
+        return {k: {o: str(v) for o, v in opts.items()} for k, opts in self.options.items()}
+
+    def result(self, bins: Sequence[str], records: list[dict[str, Any]], info: dict[str, Any]) -> EvalResult:
+        self.flush()
+        set_values = {s.name: self.accs[s.name].compute() for s in self.specs if not s.per_image}
+        return EvalResult(metrics=self.metrics,
+                          higher_is_better={s.name: s.higher_is_better for s in self.specs},
+                          precision={s.name: s.precision for s in self.specs}, bins=list(bins),
+                          records=records, set_values=set_values, info=info)
+
+
 # ----------------------------------------------------------------------------- protocol
 
 @dataclass
@@ -307,23 +377,7 @@ def evaluate(
 
     if pair not in ("cycle", "stem"):
         raise ConfigError(f"pair must be 'cycle' or 'stem', got {pair!r}")
-    if int(batch_size) < 1:
-        raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
-    metrics = tuple(metrics)
-    if not metrics:
-        raise ConfigError("no metrics to compute")
-    specs = [get_metric(m) for m in metrics]
-    options = dict(metric_options or {})
-    unknown = sorted(set(options) - set(metrics))
-    if unknown:
-        raise ConfigError(f"metric_options for metrics not computed: {', '.join(unknown)}")
-    device = torch.device(device)
-    accs = {}
-    for s in specs:
-        opts = dict(options.get(s.name, {}))
-        if not s.per_image:
-            opts.setdefault("device", device)
-        accs[s.name] = s.accumulator(**opts)
+    scorer = _Scorer(metrics, metric_options, device, batch_size)
 
     images_dir, masks_dir = Path(images_dir), Path(masks_dir)
     image_paths, skipped = list_images(images_dir)
@@ -348,22 +402,6 @@ def evaluate(
 
     mask_cache: dict[Path, np.ndarray] = {}
     records: list[dict[str, Any]] = []
-    batch: list[tuple[np.ndarray, np.ndarray, np.ndarray, dict]] = []
-
-    def flush():
-        if not batch:
-            return
-        def nchw(i):
-            return torch.from_numpy(np.stack([b[i] for b in batch])).to(device).permute(0, 3, 1, 2).double()
-
-        pred, target = nchw(0) / 255, nchw(1) / 255
-        mask = torch.from_numpy(np.stack([b[2] for b in batch])).to(device)[:, None].double()
-        for name, acc in accs.items():
-            vals = acc.update(pred, target, mask)
-            if vals is not None:
-                for rec, v in zip((b[3] for b in batch), vals.tolist()):
-                    rec["values"][name] = float(v)
-        batch.clear()
 
     from tqdm import tqdm
 
@@ -397,15 +435,10 @@ def evaluate(
             label, area = _area_label(m)
         rec = {"image": ip.name, "mask": entry.path.name, "bin": label, "area_pct": area, "values": {}}
         records.append(rec)
-        if batch and batch[0][0].shape != composite.shape:
-            flush()
-        batch.append((composite, image, m, rec))
-        if len(batch) >= batch_size:
-            flush()
-    flush()
+        scorer.add(composite, image, m, rec)
 
-    set_values = {s.name: accs[s.name].compute() for s in specs if not s.per_image}
     info = {
+        "protocol": "inpaint",
         "images_dir": str(images_dir),
         "masks_dir": str(masks_dir),
         "pair": pair,
@@ -414,11 +447,9 @@ def evaluate(
         "n_masks": len(masks),
         "skipped": [[p.name, why] for p, why in skipped],
         "mask_set": facts,
-        "metric_options": {k: {o: str(v) for o, v in opts.items()} for k, opts in options.items()},
+        "metric_options": scorer.options_info(),
     }
-    return EvalResult(metrics=metrics, higher_is_better={s.name: s.higher_is_better for s in specs},
-                      precision={s.name: s.precision for s in specs}, bins=bin_labels, records=records,
-                      set_values=set_values, info=info)
+    return scorer.result(bin_labels, records, info)
 
 
 def available_metrics() -> dict[str, str]:
