@@ -119,15 +119,17 @@ def test_interpolation_endpoints(setup):
 def test_crossover(setup):
     model, sem, _, a, b = setup
     k = model.n_style_blocks
-    same = a.crossover([0] * k, b)
-    assert torch.equal(same.codes, a.codes)
+    # 1 = keep these codes, 0 = take the other's, per block (coarse to fine).
+    same = a.crossover([1] * k, b)
+    assert torch.equal(same.codes, a.codes) and torch.equal(same.present, a.present)
     assert torch.equal(_synth(model, sem[:1], same), _synth(model, sem[:1], a))
-    assert torch.equal(_synth(model, sem[:1], a.crossover("1,1,1,1,1,1", b)), _synth(model, sem[:1], b))
+    assert torch.equal(_synth(model, sem[:1], a.crossover("0,0,0,0,0,0", b)), _synth(model, sem[:1], b))
+    assert torch.equal(a.crossover("110000", b).codes, a.crossover([1, 1, 0, 0, 0, 0], b).codes)
     mixed = a.crossover("1,1,0,0,0,0", b)
     assert mixed.is_per_block and mixed.codes.shape == (k, 19, 16)
     both = a.present & b.present
-    assert torch.equal(mixed.codes[0][both], b.codes[both])  # head_0 from b
-    assert torch.equal(mixed.codes[5][both], a.codes[both])  # up_2 from a
+    assert torch.equal(mixed.codes[0][both], a.codes[both])  # head_0 kept from a
+    assert torch.equal(mixed.codes[5][both], b.codes[both])  # up_2 from b
     y = _synth(model, sem[:1], mixed)
     assert not torch.allclose(y, _synth(model, sem[:1], a))
     assert not torch.allclose(y, _synth(model, sem[:1], b))

@@ -331,10 +331,12 @@ def test_spade_and_sean_styles(tmp_path, scenes, spade_sean, capsys):
     image = torch.from_numpy(np.array(Image.open(photo))).permute(2, 0, 1)[None].float() / 127.5 - 1
     (codes,) = StyleCodes.extract(m.model, image, m.model.semantic_input(torch.from_numpy(ids)[None]))
     codes.save(tmp_path / "codes.safetensors")
-    by_codes = synth(spade_sean["sean"], "--style", tmp_path / "codes.safetensors")
+    by_codes = synth(spade_sean["sean"], "--styles", tmp_path / "codes.safetensors")
+    assert np.array_equal(by_codes, synth(spade_sean["sean"], "--style", tmp_path / "codes.safetensors"))
     # Codes extracted from the photo under its label map reproduce --style-image (same noise seed).
     assert np.array_equal(by_codes, synth(spade_sean["sean"], "--style-image", photo, out="p.png"))
     assert np.array_equal(by_codes, m.synthesize(ids, style=codes))
+    assert np.array_equal(by_codes, m.synthesize(ids, styles=codes))
     assert not np.array_equal(by_codes, m.synthesize(ids, style=codes, seed=1))
 
 
@@ -365,39 +367,45 @@ def test_styles_extract_feeds_synthesize(tmp_path, scenes, spade_sean, models, c
     from gancanvas.styles import StyleCodes
 
     sean, labels = spade_sean["sean"], scenes / "labels" / "00000.png"
-    code, out, err = _run(capsys, "styles", "extract", labels, "--image", scenes / "images" / "00000.png",
+    code, out, err = _run(capsys, "styles", "extract", scenes / "images" / "00000.png", "--labels", labels,
                           "--model", sean, "-o", tmp_path / "a.safetensors")
     assert code == 0, err
-    assert "regions" in out
+    assert "regions" in out and not err
     m = gancanvas.load(str(sean))
     codes = StyleCodes.load(tmp_path / "a.safetensors", m.model)
     assert torch.equal(codes.codes, m.extract_styles(labels, scenes / "images" / "00000.png").codes)
     ids = read_label_map(labels)
     assert codes.missing_in(np.unique(ids)) == []
     # The file drives synthesize exactly like the photo it came from.
-    for opts, name in ((["--style", tmp_path / "a.safetensors"], "c.png"),
+    for opts, name in ((["--styles", tmp_path / "a.safetensors"], "c.png"),
                        (["--style-image", scenes / "images" / "00000.png"], "p.png")):
         code, _, err = _run(capsys, "synthesize", labels, *opts, "--model", sean, "-o", tmp_path / name)
         assert code == 0, err
     by_codes, by_photo = (np.asarray(Image.open(tmp_path / n)) for n in ("c.png", "p.png"))
     assert np.array_equal(by_codes, by_photo)
 
-    # Folders: one file per label map (photos by stem), the mean, bad files skipped.
+    # The old spelling (LABELS --image PHOTO) still works, with a deprecation warning.
+    code, _, err = _run(capsys, "styles", "extract", labels, "--image", scenes / "images" / "00000.png",
+                        "--model", sean, "-o", tmp_path / "old.safetensors")
+    assert code == 0 and "deprecated" in err
+    assert torch.equal(StyleCodes.load(tmp_path / "old.safetensors").codes, codes.codes)
+
+    # Folders: one file per photo (label maps by stem), the mean, bad files skipped.
     photos = tmp_path / "photos"
     photos.mkdir()
-    for i in (0, 1):
-        Image.open(scenes / "images" / f"0000{i}.png").save(photos / f"0000{i}.png")
-    code, out, err = _run(capsys, "styles", "extract", scenes / "labels", "--image", photos, "--model", sean,
+    for name, src in (("00000", "00000"), ("00001", "00001"), ("extra", "00002")):
+        Image.open(scenes / "images" / f"{src}.png").save(photos / f"{name}.png")
+    code, out, err = _run(capsys, "styles", "extract", photos, "--labels", scenes / "labels", "--model", sean,
                           "--mean", tmp_path / "mean.safetensors", "-o", tmp_path / "codes")
     assert code == 2
     errors = re.findall(r"error: [^\r\n]*", err)  # between progress-bar redraws
-    assert len(errors) == 1 and "00002.png" in errors[0] and "no photo" in errors[0]
+    assert len(errors) == 1 and "extra.png" in errors[0] and "no label map" in errors[0]
     written = sorted(p.name for p in (tmp_path / "codes").iterdir())
     assert written == ["00000.safetensors", "00001.safetensors"]
     mean = StyleCodes.load(tmp_path / "mean.safetensors", m.model)
     assert mean.present.sum() >= codes.present.sum()
     # A model without per-region codes: one line.
-    code, _, err = _run(capsys, "styles", "extract", labels, "--image", scenes / "images" / "00000.png",
+    code, _, err = _run(capsys, "styles", "extract", scenes / "images" / "00000.png", "--labels", labels,
                         "--model", models["clustered"], "-o", tmp_path / "x.safetensors")
     assert code == 2
     _one_line_error(err, "no per-region style codes")

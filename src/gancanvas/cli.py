@@ -10,7 +10,10 @@ rest, and exit with 2 if anything was skipped.
     gancanvas synthesize labels.png --instances inst.png --style-cluster 3 -o out.png
     gancanvas synthesize labels/ --instances insts/ -o results/
     gancanvas features cluster model.safetensors --data scenes/ -k 10 -o clustered.safetensors
-    gancanvas styles extract labels.png --image photo.png --model sean.safetensors -o codes.safetensors
+    gancanvas styles extract face.png --labels face_labels.png --model sean.safetensors -o face.styles.st
+    gancanvas synthesize edited_labels.png --model sean.safetensors --styles face.styles.safetensors \
+        --region-style hair=other.styles.safetensors --interpolate other.styles.safetensors:0.3 -o out.png
+    gancanvas styles mean sean.safetensors --data celeba/ -o mean.styles.safetensors
 """
 
 from __future__ import annotations
@@ -198,21 +201,139 @@ _INSTANCE_EXTS = (".png", ".npy", ".tif", ".tiff", ".bmp", ".webp", ".jpg", ".jp
 
 
 def _style_arg(args):
-    """The `style` of Synthesizer.run from --style-cluster / --style-random / --style (the style
-    image is passed per file)."""
+    """The `style` of Synthesizer.run from --style-cluster / --style-random (SEAN codes come from
+    `_style_codes`, the style image is passed per file)."""
     if args.style_cluster is not None:
         return args.style_cluster
     if args.style_random:
         return "random"
-    if args.style:
-        from .styles import StyleCodes
-
-        return StyleCodes.load(args.style)
     return None
 
 
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _parse_interpolate(value: str) -> tuple[Path, float, list[str] | None]:
+    """--interpolate FILE:T or FILE:T:REGIONS (comma list of region names or ids)."""
+    from .styles import StyleError, parse_weight
+
+    head, sep, last = value.rpartition(":")
+    if not sep or not head or not last:
+        raise InputError(f"--interpolate {value}: expected FILE:T (T in [0, 1]) or FILE:T:REGIONS, "
+                         "e.g. other.styles.safetensors:0.3")
+    regions = None
+    if _is_number(last):
+        file, weight = head, last
+    elif ":" in head:
+        file, _, weight = head.rpartition(":")
+        regions = [r.strip() for r in last.split(",") if r.strip()]
+    else:
+        file, weight = head, last
+    try:
+        t = parse_weight(weight)
+    except StyleError as err:
+        raise StyleError(f"--interpolate {value}: {err}") from None
+    if not file or regions == []:
+        raise InputError(f"--interpolate {value}: expected FILE:T (T in [0, 1]) or FILE:T:REGIONS")
+    return Path(file), t, regions
+
+
+def _parse_code_edits(args) -> dict:
+    """The SEAN style options, checked before any model is loaded (syntax, weights, files)."""
+    given = [opt for opt, v in (("--region-style", args.region_style), ("--interpolate", args.interpolate),
+                                ("--crossover", args.crossover), ("--mean", args.mean),
+                                ("--zero-missing", args.zero_missing)) if v]
+    if given and not args.style:
+        raise InputError(f"{', '.join(given)}: these edit SEAN style codes; give the base codes with "
+                         "--styles FILE (gancanvas styles extract)")
+    edits: dict = {"regions": [], "interpolate": None, "crossover": None}
+    if not args.style:
+        return edits
+    files = [("--styles", Path(args.style))]
+    for value in args.region_style:
+        region, sep, file = value.partition("=")
+        if not sep or not region.strip() or not file.strip():
+            raise InputError(f"--region-style {value}: expected REGION=FILE, a region name or id and a style "
+                             "file, e.g. hair=other.styles.safetensors")
+        edits["regions"].append((region.strip(), Path(file.strip()), value))
+        files.append(("--region-style", Path(file.strip())))
+    if args.interpolate is not None:
+        edits["interpolate"] = (*_parse_interpolate(args.interpolate), args.interpolate)
+        files.append(("--interpolate", edits["interpolate"][0]))
+    if args.crossover is not None:
+        flags, file = args.crossover
+        edits["crossover"] = (flags, Path(file))
+        files.append(("--crossover", Path(file)))
+    if args.mean:
+        files.append(("--mean", Path(args.mean)))
+    for opt, path in files:
+        if not path.is_file():
+            raise InputError(f"{path}: no such style file ({opt})")
+    return edits
+
+
+def _style_codes(pipe, args, edits: dict):
+    """--styles with the edits applied in order: region swaps, interpolation, crossover, --mean."""
+    from .styles import StyleCodes, StyleError, parse_block_flags
+
+    if "codes" not in pipe.style_kinds:
+        raise InputError(f"model '{pipe.name}' ({pipe.arch}) takes no per-region style codes; --styles is "
+                         "for SEAN models")
+    model = pipe.model
+    codes = StyleCodes.load(args.style, model)
+    for region, file, text in edits["regions"]:
+        try:
+            rid = codes.region_id(region)
+        except StyleError as err:
+            raise StyleError(f"--region-style {text}: {err}") from None
+        other = StyleCodes.load(file, model)
+        if not bool(other.present[rid]):
+            has = ", ".join(other.present_names())
+            raise StyleError(f"--region-style {text}: {file} has no code for '{codes.names[rid]}' ({rid}); "
+                             f"its source image has no such region (it has: {has})")
+        codes = codes.swap(rid, other)
+    if edits["interpolate"] is not None:
+        file, t, regions, text = edits["interpolate"]
+        other = StyleCodes.load(file, model)
+        try:
+            codes = codes.interpolate(other, t, regions)
+        except StyleError as err:
+            raise StyleError(f"--interpolate {text}: {err}") from None
+    if edits["crossover"] is not None:
+        flags, file = edits["crossover"]
+        try:
+            flags = parse_block_flags(flags, codes.space.n_blocks)
+        except StyleError as err:
+            blocks = ", ".join(getattr(model, "style_blocks", ()))
+            raise StyleError(f"--crossover {edits['crossover'][0]} {file}: {err}"
+                             + (f"; this model's style blocks: {blocks}" if blocks else "")) from None
+        codes = codes.crossover(flags, StyleCodes.load(file, model))
+    if args.mean:
+        codes = codes.fill_missing(StyleCodes.load(args.mean, model))
+    return codes
+
+
+def _check_missing_codes(codes, labels, args) -> None:
+    """A one-line error for classes of the label map that the codes lack (unless --zero-missing)."""
+    import numpy as np
+
+    from .styles import StyleError
+
+    missing = codes.missing_in(np.unique(labels))
+    if missing and not args.zero_missing:
+        what = f"{args.style}" + (f" and {args.mean}" if args.mean else "")
+        raise StyleError(f"no style code for {', '.join(missing)} (in the label map, not in {what}); give "
+                         "--mean MEAN.styles.safetensors, per-class means from `gancanvas styles mean MODEL "
+                         "--data DIR -o MEAN.styles.safetensors`, or --zero-missing")
+
+
 def _synthesize_one(pipe, label_path: Path, out_path: Path, palette, inst_path: Path | None, style,
-                    style_image: Path | None, seed: int) -> str:
+                    style_image: Path | None, seed: int, args=None) -> str:
     from .data import io
     from .data.labels import read_instance_map, read_label_map
 
@@ -221,6 +342,8 @@ def _synthesize_one(pipe, label_path: Path, out_path: Path, palette, inst_path: 
         instances = read_instance_map(inst_path) if inst_path is not None else None
         if style_image is not None:
             style = io.read_image(style_image)
+        elif args is not None and args.style:
+            _check_missing_codes(style, labels, args)
         res = pipe.run(labels, instances, style=style, seed=seed, source=str(label_path),
                        instances_source=None if inst_path is None else str(inst_path),
                        style_source=None if style_image is None else str(style_image))
@@ -246,10 +369,13 @@ def cmd_synthesize(args) -> int:
             raise InputError(f"{value}: no such file or directory ({opt})")
     palette = load_palette(args.palette) if args.palette else None
     style = _style_arg(args)
+    edits = _parse_code_edits(args)
     pipe = load(args.model, task="synthesize", device=args.device)
     if args.instances and not pipe.uses_instances:
         raise InputError(f"model '{pipe.name}' ({pipe.arch}) takes no instance map (trained without "
                          "instances); drop --instances")
+    if args.style:
+        style = _style_codes(pipe, args, edits)
     # Model-wide problems (a style it cannot take, clusters it lacks) once, not once per file.
     pipe.check_style(style, image=bool(args.style_image))
     if palette is None:
@@ -261,7 +387,7 @@ def cmd_synthesize(args) -> int:
             if path is not None and path.is_dir():
                 raise InputError(f"{path}: a folder for {opt} needs a folder of label maps")
         out = _single_output(Path(args.output), src)
-        what = _synthesize_one(pipe, src, out, palette, instances, style, style_image, args.seed)
+        what = _synthesize_one(pipe, src, out, palette, instances, style, style_image, args.seed, args)
         print(f"wrote {out} ({what})")
         return 0
 
@@ -293,7 +419,7 @@ def cmd_synthesize(args) -> int:
     for label_path, inst, style_img in _progress(jobs, len(jobs), "synthesize"):
         try:
             _synthesize_one(pipe, label_path, out_dir / (label_path.stem + ".png"), palette, inst, style,
-                            style_img, args.seed)
+                            style_img, args.seed, args)
             written += 1
         except GancanvasError as err:
             _err(f"{err} (skipped)")
@@ -351,8 +477,19 @@ def cmd_styles_extract(args) -> int:
     from .pipelines import load
     from .styles import StyleCodes
 
-    src, photos = Path(args.input), Path(args.image)
-    for path in (src, photos, *([Path(args.instances)] if args.instances else [])):
+    photos_arg, labels_arg = args.input, args.labels
+    if args.image is not None:  # the old spelling: `styles extract LABELS --image PHOTO`
+        if args.labels is not None:
+            raise InputError("--image is the old spelling of the photo: give the photo first and the label "
+                             "map with --labels (gancanvas styles extract PHOTO --labels LABELS)")
+        print("warning: `styles extract LABELS --image PHOTO` is deprecated; use `gancanvas styles extract "
+              "PHOTO --labels LABELS`", file=sys.stderr)
+        photos_arg, labels_arg = args.image, args.input
+    if labels_arg is None:
+        raise InputError("styles extract needs the photo's label map: --labels LABELS (a file, or a folder "
+                         "matched by file name)")
+    photos, src = Path(photos_arg), Path(labels_arg)
+    for path in (photos, src, *([Path(args.instances)] if args.instances else [])):
         if not path.exists():
             raise InputError(f"{path}: no such file or directory")
     palette = load_palette(args.palette) if args.palette else None
@@ -369,9 +506,9 @@ def cmd_styles_extract(args) -> int:
         except GancanvasError as err:
             raise _about(err, label_path) from None
 
-    if src.is_file():
-        if photos.is_dir() or (instances is not None and instances.is_dir()):
-            raise InputError("a folder for --image or --instances needs a folder of label maps")
+    if photos.is_file():
+        if src.is_dir() or (instances is not None and instances.is_dir()):
+            raise InputError("a folder for --labels or --instances needs a folder of photos")
         out = Path(args.output)
         codes = extract(src, photos, instances)
         codes.save(out)
@@ -379,34 +516,77 @@ def cmd_styles_extract(args) -> int:
               f"({', '.join(codes.present_names())})")
         return 0
 
-    # Batch: photos (and instance maps) matched by stem; one style file per label map, and their mean.
-    if not photos.is_dir():
-        raise InputError(f"{photos}: a folder of label maps needs a folder of photos (--image)")
-    labels, skipped = io.list_images(src)
+    # Batch: label maps (and instance maps) matched by stem; one style file per photo, and their mean.
+    if not src.is_dir():
+        raise InputError(f"{src}: a folder of photos needs a folder of label maps (--labels)")
+    images, skipped = io.list_images(photos)
     for path, why in skipped:
         _err(f"{path}: skipped ({why})")
     out_dir = Path(args.output)
     out_dir.mkdir(parents=True, exist_ok=True)
     failed, done = len(skipped), []
-    for label_path in _progress(labels, len(labels), "extract"):
-        photo = _by_stem(label_path, photos, io.IMAGE_EXTS)
-        inst = _by_stem(label_path, instances, _INSTANCE_EXTS) if instances is not None else None
+    for photo in _progress(images, len(images), "extract"):
+        label_path = _by_stem(photo, src, io.IMAGE_EXTS)
+        inst = _by_stem(photo, instances, _INSTANCE_EXTS) if instances is not None else None
         try:
-            if photo is None:
-                raise InputError(f"{label_path}: no photo with the same name in {photos}")
+            if label_path is None:
+                raise InputError(f"{photo}: no label map with the same name in {src}")
             if instances is not None and inst is None:
-                raise InputError(f"{label_path}: no instance map with the same name in {instances}")
+                raise InputError(f"{photo}: no instance map with the same name in {instances}")
             codes = extract(label_path, photo, inst)
-            codes.save(out_dir / (label_path.stem + ".safetensors"))
+            codes.save(out_dir / (photo.stem + ".safetensors"))
             done.append(codes)
         except GancanvasError as err:
             _err(f"{err} (skipped)")
             failed += 1
     if args.mean and done:
-        StyleCodes.mean(done, source=f"mean of {len(done)} images in {src}").save(args.mean)
+        StyleCodes.mean(done, source=f"mean of {len(done)} images in {photos}").save(args.mean)
         print(f"wrote {args.mean} (mean codes of {len(done)} images)")
     print(f"wrote {len(done)} style files to {out_dir}" + (f"; {failed} skipped" if failed else ""))
     return 0 if failed == 0 else 2
+
+
+def cmd_styles_mean(args) -> int:
+    from .data.labels import find_label_dataset, load_palette
+    from .pipelines import load
+    from .styles import StyleError
+
+    data = Path(args.data)
+    if args.limit is not None and args.limit < 1:
+        raise InputError(f"--limit {args.limit}: must be >= 1")
+    if args.batch_size < 1:
+        raise InputError(f"--batch-size {args.batch_size}: must be >= 1")
+    palette = load_palette(args.palette) if args.palette else None
+    pipe = load(args.model, task="synthesize", device=args.device)
+    if "codes" not in pipe.style_kinds:
+        raise InputError(f"model '{pipe.name}' ({pipe.arch}) has no per-region style codes (a SEAN model "
+                         "does)")
+    samples = find_label_dataset(data, args.phase, need_images=True, instances=pipe.uses_instances)
+    if args.limit is not None:
+        samples = samples[:args.limit]
+    failed = []
+
+    def skip(sample, err) -> None:
+        _err(f"{_about(err, sample.labels)} (skipped)")
+        failed.append(sample)
+
+    bar = _progress(None, len(samples), "styles mean")
+    try:
+        mean, used = pipe.mean_styles(samples, palette=palette, batch_size=args.batch_size,
+                                      progress=bar.update, skip=skip)
+    except StyleError:
+        if not failed:
+            raise
+        raise InputError(f"{data}: none of the {len(samples)} samples could be read") from None
+    finally:
+        bar.close()
+    mean.source = f"mean of {used} images in {data}"
+    mean.save(args.output)
+    absent = [n for n, p in zip(mean.names, mean.present.tolist()) if not p]
+    print(f"wrote {args.output}: mean codes of {used} images for {int(mean.present.sum())} of "
+          f"{mean.space.regions} regions" + (f"; never seen: {', '.join(absent)}" if absent else "")
+          + (f"; {len(failed)} skipped" if failed else ""))
+    return 0 if not failed else 2
 
 
 # ----------------------------------------------------------------------------- demo
@@ -451,6 +631,18 @@ def cmd_data_masks(args) -> int:
     return 0
 
 
+def cmd_data_margins(args) -> int:
+    from .data.margins import write_margin_set
+
+    known = args.known if args.known is not None else args.size // 2
+    sides = [x.strip() for x in args.sides.split(",") if x.strip()]
+    man = write_margin_set(args.output, size=args.size, known=known, count=args.count, seed=args.seed,
+                           mode=args.mode, sides=sides, min_margin=args.min_margin)
+    print(f"wrote {len(man['files'])} {args.mode} margins ({known}px known box on a {args.size}px canvas, "
+          f"seed {args.seed}) to {args.output}")
+    return 0
+
+
 def cmd_data_scenes(args) -> int:
     from .data.synthetic import write_scenes
 
@@ -470,23 +662,96 @@ def cmd_train(args) -> int:
     return 0
 
 
+_EVAL_PROTOCOLS = {
+    # option -> (task, what, how to evaluate a model of this task)
+    "--masks": ("inpaint", "inpainting", "--masks DIR (a mask set from `gancanvas data masks`)"),
+    "--margins": ("outpaint", "outpainting", "--margins DIR (a margin set from `gancanvas data margins`)"),
+    "--labels": ("synthesize", "label-to-image", "--labels DIR --images DIR [--instances DIR]"),
+}
+
+
+def _eval_baselines() -> dict[str, dict]:
+    from .eval.baselines import BASELINES, OUTPAINT_BASELINES, SYNTHESIS_BASELINES
+
+    return {"--masks": BASELINES, "--margins": OUTPAINT_BASELINES, "--labels": SYNTHESIS_BASELINES}
+
+
+def _eval_method(name: str, option: str, device: str):
+    """A baseline function or a loaded pipeline of the protocol of `option`; one-line errors."""
+    from .pipelines import load
+
+    baselines = _eval_baselines()
+    task, what, _ = _EVAL_PROTOCOLS[option]
+    if name in baselines[option]:
+        return name, baselines[option][name]
+    for other, table in baselines.items():
+        if name in table:
+            kind = _EVAL_PROTOCOLS[other][1]
+            raise InputError(f"'{name}' is {'an' if kind[0] in 'aeiou' else 'a'} {kind} baseline ({other}); "
+                             f"{what} baselines ({option}): {', '.join(baselines[option])}")
+    pipe = load(name, device=device)
+    if pipe.task != task:
+        t = pipe.task
+        how = next(v[2] for v in _EVAL_PROTOCOLS.values() if v[0] == t)
+        raise InputError(f"model '{pipe.name}' is {'an' if t[0] in 'aeiou' else 'a'} '{t}' model "
+                         f"({pipe.arch}): evaluate it with {how}, not {option}")
+    return pipe.name, pipe
+
+
 def cmd_eval(args) -> int:
-    from .eval.baselines import BASELINES
     from .eval.protocol import compare, evaluate
 
-    methods = {}
-    for name in [args.model, *args.baseline]:
-        if name in BASELINES:
-            methods[name] = BASELINES[name]
-        else:
-            from .pipelines import load
-
-            pipe = load(name, task="inpaint", device=args.device)
-            methods[pipe.name] = lambda img, m, _p=pipe: _p.run(img, m).image
-    metrics = tuple(args.metrics.split(",")) if args.metrics else ("hole_l1", "psnr", "ssim")
+    given = [opt for opt, v in (("--masks", args.masks), ("--margins", args.margins),
+                                ("--labels", args.labels)) if v]
+    if len(given) != 1:
+        got = f" (got {' and '.join(given)})" if given else ""
+        raise InputError("give one of --masks DIR (inpainting), --margins DIR (outpainting) or --labels DIR "
+                         f"(label to image){got}")
+    option = given[0]
+    misplaced = [(opt, home) for opt, v, home in (("--instances", args.instances, "--labels"),
+                                                  ("--style", args.style, "--labels"),
+                                                  ("--palette", args.palette, "--labels"),
+                                                  ("--pair", args.pair, "--masks"))
+                 if v is not None and option != home]
+    if misplaced:
+        opt, home = misplaced[0]
+        raise InputError(f"{opt} is an option of the {_EVAL_PROTOCOLS[home][1]} protocol ({home}), "
+                         f"not of {option}")
+    for path, opt in ((args.images, "--images"), (args.masks or args.margins or args.labels, option),
+                      (args.instances, "--instances")):
+        if path is not None and not Path(path).is_dir():
+            raise InputError(f"{path}: no such folder ({opt})")
+    baselines = _eval_baselines()[option]
+    for b in args.baseline:
+        if b not in baselines:
+            raise InputError(f"unknown {_EVAL_PROTOCOLS[option][1]} baseline '{b}' "
+                             f"(known: {', '.join(baselines)})")
+    methods = dict(_eval_method(name, option, args.device) for name in [args.model, *args.baseline])
+    default_metrics = "psnr,ssim,rmse,l1" if option == "--labels" else "hole_l1,psnr,ssim"
+    metrics = tuple(m.strip() for m in (args.metrics or default_metrics).split(",") if m.strip())
     results = {}
-    for name, fn in methods.items():
-        results[name] = evaluate(fn, args.images, args.masks, metrics=metrics, pair=args.pair)
+    bar = sys.stderr.isatty()  # progress bars for people, not for logs
+    for name, method in methods.items():
+        if option == "--masks":
+            fn = method
+            if hasattr(method, "task"):  # a pipeline; baselines are plain functions
+                fn = lambda img, m, _p=method: _p.run(img, m).image  # noqa: E731
+            results[name] = evaluate(fn, args.images, args.masks, metrics=metrics, pair=args.pair or "cycle",
+                                     progress=bar)
+        elif option == "--margins":
+            from .eval.outpaint import evaluate_outpaint
+
+            results[name] = evaluate_outpaint(method, args.images, args.margins, metrics=metrics,
+                                              device=args.device, progress=bar)
+        else:
+            from .eval.synthesis import evaluate_synthesis
+
+            if hasattr(method, "task") and method.uses_instances and not args.instances:
+                print(f"note: model '{name}' uses instance maps; without --instances the label map stands in",
+                      file=sys.stderr)
+            results[name] = evaluate_synthesis(method, args.labels, args.images, instances_dir=args.instances,
+                                               metrics=metrics, style=args.style or "photo", seed=args.seed,
+                                               palette=args.palette, device=args.device, progress=bar)
     if len(results) == 1:
         print(next(iter(results.values())).table())
     else:
@@ -593,7 +858,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="instance map (16-bit ids, Cityscapes rule) or folder (matched by stem)")
     sp.add_argument("--model", default=None, help="model name or file (default: the built-in default)")
     sp.add_argument("--palette", default=None,
-                    help="colours of the ids for colour label maps: scenes, cityscapes or a JSON file")
+                    help="colours of the ids for colour label maps: scenes, cityscapes, celebamask-hq or "
+                         "a JSON file")
     style = sp.add_mutually_exclusive_group()
     style.add_argument("--style-cluster", type=int, default=None, metavar="K",
                        help="pix2pixHD: stored k-means centre K of each class (gancanvas features cluster)")
@@ -602,8 +868,22 @@ def build_parser() -> argparse.ArgumentParser:
                             "drawn with --seed")
     style.add_argument("--style-image", default=None, metavar="IMG",
                        help="take the styles from a photo (file, or folder matched by stem)")
-    style.add_argument("--style", default=None, metavar="CODES",
-                       help="SEAN: a style-code file (safetensors, from gancanvas styles extract)")
+    style.add_argument("--styles", "--style", dest="style", default=None, metavar="FILE",
+                       help="SEAN: a style-code file (gancanvas styles extract / styles mean); the base "
+                            "codes that the options below edit")
+    sp.add_argument("--region-style", action="append", default=[], metavar="REGION=FILE",
+                    help="SEAN: take the code of one region (a name such as hair, or an id such as 13) from "
+                         "another style file; repeatable")
+    sp.add_argument("--interpolate", default=None, metavar="FILE:T[:REGIONS]",
+                    help="SEAN: move the codes toward FILE's by T in [0, 1] (0 = unchanged, 1 = FILE's), all "
+                         "regions or a comma list of names / ids")
+    sp.add_argument("--crossover", nargs=2, default=None, metavar=("FLAGS", "FILE"),
+                    help="SEAN: per style block, coarse to fine, 1 = keep the codes, 0 = take FILE's, e.g. "
+                         "1,1,0,0,0,0 (applied after --region-style and --interpolate)")
+    sp.add_argument("--mean", default=None, metavar="FILE",
+                    help="SEAN: codes for the regions the style files lack (gancanvas styles mean)")
+    sp.add_argument("--zero-missing", action="store_true",
+                    help="SEAN: regions without a code get a zero code instead of an error")
     sp.add_argument("--seed", type=int, default=0,
                     help="seed of random styles, VAE z and SEAN noise (default 0)")
     sp.add_argument("-o", "--output", required=True, help="output file, or folder in batch mode")
@@ -635,24 +915,43 @@ def build_parser() -> argparse.ArgumentParser:
     device_arg(cp)
     cp.set_defaults(func=cmd_features_cluster)
 
-    sp = sub.add_parser("styles", help="SEAN per-region style codes: extract them from photos")
+    sp = sub.add_parser("styles", help="SEAN per-region style codes: extract them from photos, average them")
     ssub = sp.add_subparsers(dest="styles_command", required=True, metavar="WHAT")
     ep = ssub.add_parser(
         "extract", help="the style codes of a photo under its label map (file, or folders by stem)",
         description="Encode a photo's per-region style codes under its label map with a SEAN model and "
-                    "write them as a style file (safetensors) for `gancanvas synthesize --style`. With "
-                    "folders: one style file per label map (photos matched by stem), and --mean.")
-    ep.add_argument("input", help="label map file or folder of label maps")
-    ep.add_argument("--image", required=True, help="the photo (same size as the label map), or a folder")
+                    "write them as a style file (safetensors) for `gancanvas synthesize --styles`. With "
+                    "folders: one style file per photo (label maps matched by file name), and --mean.")
+    ep.add_argument("input", metavar="PHOTO", help="the photo, or a folder of photos")
+    ep.add_argument("--labels", default=None,
+                    help="the photo's label map (same size), or a folder of them (matched by file name)")
+    ep.add_argument("--image", default=None, help=argparse.SUPPRESS)  # deprecated: LABELS --image PHOTO
     ep.add_argument("--instances", default=None, help="instance map or folder, for models that use them")
     ep.add_argument("--model", default=None, help="SEAN model name or file (default: the built-in default)")
     ep.add_argument("--palette", default=None,
-                    help="for colour label maps: scenes, cityscapes or a JSON file")
+                    help="for colour label maps: scenes, cityscapes, celebamask-hq or a JSON file")
     ep.add_argument("--mean", default=None, metavar="FILE",
                     help="folders: also write the per-region mean of all codes (for regions a photo lacks)")
     ep.add_argument("-o", "--output", required=True, help="style file, or folder in batch mode")
     device_arg(ep)
     ep.set_defaults(func=cmd_styles_extract)
+    mp = ssub.add_parser(
+        "mean", help="per-class mean style codes over a dataset (for regions a style file lacks)",
+        description="Encode every photo of a label dataset and average each region's codes over the "
+                    "photos that have it (the official SEAN mean style codes). Regions never seen stay "
+                    "absent. The result is a style file for `gancanvas synthesize --mean` (or --styles).")
+    mp.add_argument("model", help="SEAN model name or file")
+    mp.add_argument("--data", required=True,
+                    help="dataset folder: {phase}_label/ + {phase}_img/ (official), labels/ + images/ "
+                         "(gancanvas data scenes) or {phase}/labels/ + {phase}/images/ (SEAN)")
+    mp.add_argument("--phase", default="train", help="the official layouts' phase (default train)")
+    mp.add_argument("--palette", default=None,
+                    help="for colour label maps: scenes, cityscapes, celebamask-hq or a JSON file")
+    mp.add_argument("--limit", type=int, default=None, metavar="N", help="use the first N samples only")
+    mp.add_argument("--batch-size", type=int, default=8, help="photos encoded at once (default 8)")
+    mp.add_argument("-o", "--output", required=True, help="style file to write")
+    device_arg(mp)
+    mp.set_defaults(func=cmd_styles_mean)
 
     sp = sub.add_parser("data", help="write built-in data: fixed mask sets, procedural scenes")
     dsub = sp.add_subparsers(dest="data_command", required=True, metavar="WHAT")
@@ -663,6 +962,20 @@ def build_parser() -> argparse.ArgumentParser:
     mp.add_argument("--seed", type=int, default=0)
     mp.add_argument("-o", "--output", required=True)
     mp.set_defaults(func=cmd_data_masks)
+    gp = dsub.add_parser("margins", help="a fixed, versioned outpainting margin set with a manifest",
+                         description="Known-box positions on a canvas for outpainting evaluation: mask PNGs "
+                                     "(255 = unknown) and manifest.json (seed, settings, version, margins).")
+    gp.add_argument("--size", type=int, default=256, help="canvas side (default 256)")
+    gp.add_argument("--known", type=int, default=None, help="known box side (default half the canvas)")
+    gp.add_argument("--count", type=int, default=1000)
+    gp.add_argument("--seed", type=int, default=0)
+    gp.add_argument("--mode", default="random", choices=["random", "one-sided"],
+                    help="random: the box anywhere (official SRN); one-sided: touching one edge per axis")
+    gp.add_argument("--sides", default="top,left,bottom,right",
+                    help="comma list of the sides that may get a margin (default all four)")
+    gp.add_argument("--min-margin", type=int, default=0, help="smallest margin on an allowed side")
+    gp.add_argument("-o", "--output", required=True)
+    gp.set_defaults(func=cmd_data_margins)
     scp = dsub.add_parser("scenes", help="built-in procedural scenes: images, label and instance maps")
     scp.add_argument("--size", type=int, default=256, help="height (and width unless --width)")
     scp.add_argument("--width", type=int, default=None)
@@ -679,13 +992,31 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("overrides", nargs="*", help="config overrides key=value, e.g. train.batch_size=8")
     sp.set_defaults(func=cmd_train)
 
-    sp = sub.add_parser("eval", help="evaluate a model on images + a fixed mask set")
-    sp.add_argument("model", help="model name or file, or a baseline (telea, ns)")
-    sp.add_argument("--images", required=True)
-    sp.add_argument("--masks", required=True)
-    sp.add_argument("--metrics", default=None, help="comma list (default hole_l1,psnr,ssim; also fid,lpips)")
-    sp.add_argument("--baseline", action="append", default=[], help="add a baseline column (telea, ns)")
-    sp.add_argument("--pair", default="cycle", choices=["cycle", "stem"])
+    sp = sub.add_parser(
+        "eval", help="evaluate a model on a fixed protocol: masks, margins or label maps",
+        description="Score a model (and baselines) on a fixed protocol: --masks DIR (inpainting: a mask "
+                    "set), --margins DIR (outpainting: a margin set) or --labels DIR (label to image: "
+                    "label maps paired with the --images photos by file stem). The model's task must match.")
+    sp.add_argument("model", help="model name or file, or a baseline (inpainting: telea, ns; outpainting: "
+                                  "reflect, telea, ns; label to image: class-mean)")
+    sp.add_argument("--images", required=True, help="ground-truth images (photos) folder")
+    sp.add_argument("--masks", default=None, help="inpainting: a mask set folder (gancanvas data masks)")
+    sp.add_argument("--margins", default=None,
+                    help="outpainting: a margin set folder (gancanvas data margins)")
+    sp.add_argument("--labels", default=None, help="label to image: label maps folder (paired by stem)")
+    sp.add_argument("--instances", default=None, help="label to image: instance maps folder (paired by stem)")
+    sp.add_argument("--style", default=None, choices=["photo", "default"],
+                    help="label to image: styles from the photo itself (reconstruction; default) or each "
+                         "model's default style")
+    sp.add_argument("--seed", type=int, default=0, help="label to image: seed of random styles and noise")
+    sp.add_argument("--palette", default=None, help="label to image: colours of colour label maps")
+    sp.add_argument("--metrics", default=None,
+                    help="comma list (default hole_l1,psnr,ssim; label to image psnr,ssim,rmse,l1; also "
+                         "fid,lpips)")
+    sp.add_argument("--baseline", action="append", default=[],
+                    help="add a baseline column (repeatable): telea, ns (masks); reflect, telea, ns "
+                         "(margins); class-mean (labels)")
+    sp.add_argument("--pair", default=None, choices=["cycle", "stem"], help="inpainting: image-mask pairing")
     sp.add_argument("--json", default=None, help="also write the results as JSON")
     device_arg(sp)
     sp.set_defaults(func=cmd_eval)

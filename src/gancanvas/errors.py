@@ -26,6 +26,11 @@ class MaskError(InputError):
     """A mask that does not fit its image (size, no hole, wrong format)."""
 
 
+class StyleError(InputError):
+    """SEAN style codes that cannot be used: not a style file, another model or class set, an
+    unknown region, an interpolation weight outside [0, 1], crossover flags that do not fit."""
+
+
 class ConfigError(GancanvasError):
     """A configuration with an unknown key, a wrong type or an impossible value."""
 

@@ -8,14 +8,16 @@
   percentages ("50%"); the whole canvas comes back with the known pixels exactly as given.
 - `Synthesizer` ("synthesize"): `synthesize(labels, instances=None, style=None, seed=0)`, label
   map (ids, or colours through a palette) to image, for pix2pixHD, SPADE and SEAN; `style` is
-  mapped to what the model has (cluster index / random by seed / a style photo / style codes).
+  mapped to what the model has (cluster index / random by seed / a style photo / style codes;
+  SEAN: `synthesize(labels, styles=codes, mean=mean_codes)`, codes from `extract_styles` or
+  `gancanvas.styles.StyleCodes`, per-class means from `mean_styles`).
 
 Every entry point takes PIL images or numpy arrays and returns the type it was given. Bad input
 is a one-line `InputError` raised here, before the network sees it.
 
 A model file may carry the palette of its colour label maps in its metadata: `extra["palette"]`
-("scenes", "cityscapes", or a JSON palette value as `data.labels.load_palette` reads it); the
-synthesis pipeline then reads colour label maps without being given a palette.
+("scenes", "cityscapes", "celebamask-hq", or a JSON palette value as `data.labels.load_palette`
+reads it); the synthesis pipeline then reads colour label maps without being given a palette.
 """
 
 from __future__ import annotations
@@ -285,7 +287,8 @@ class Synthesizer(Pipeline):
       without it no style.
     - SEAN: style codes (`StyleCodes`, or a style file from `gancanvas styles extract`) or a style
       photo of the same size as the label map (its codes under that label map); `seed` draws the
-      noise. Regions the label map uses but the codes lack get a zero code (listed in the result).
+      noise. Regions the label map uses but the codes lack get a zero code (listed in the result),
+      unless `synthesize(..., mean=)` fills them (the CLI refuses them without --mean).
     """
 
     task = "synthesize"
@@ -346,20 +349,41 @@ class Synthesizer(Pipeline):
 
     # --- entry points ---------------------------------------------------------------------------
 
-    def synthesize(self, labels: Any, instances: Any = None, style: Any = None, *, seed: int = 0,
-                   palette: Any = None):
+    def synthesize(self, labels: Any, instances: Any = None, style: Any = None, *, styles: Any = None,
+                   mean: Any = None, seed: int = 0, palette: Any = None):
         """Return the synthesised image: a PIL image for a PIL label map, else a uint8 HxWx3 array.
 
         `labels`: a path, a PIL image (indexed: its indices are ids), or an array / tensor of ids
         (HxW) or colours (HxWx3 uint8, read with `palette` or the model's palette). `instances`:
         the same kinds of ids (Cityscapes rule: id >= 1000 is object k of class id // 1000).
-        `style` and `seed`: see the class doc.
+        `style` and `seed`: see the class doc; `styles` is another name for `style` (SEAN codes:
+        `synthesize(labels, styles=codes)`). `mean`: SEAN, codes (or a style file) for the regions
+        `styles` lacks (`StyleCodes.fill_missing`), e.g. the per-class means of `gancanvas styles mean`.
         """
+        if styles is not None:
+            if style is not None:
+                raise InputError("give the style as style= or styles=, not both")
+            style = styles
+        if mean is not None:
+            style = self._fill_missing(style, mean)
         kind = "pil" if isinstance(labels, Image.Image) else "numpy"
         pal = palette if palette is not None else self.palette
         ids = coerce_label_map(labels, pal, what="labels")
         inst = coerce_instance_map(instances, what="instances") if instances is not None else None
         return io.restore_type(self.run(ids, inst, style=style, seed=seed).image, kind)
+
+    def _fill_missing(self, style: Any, mean: Any):
+        from .styles import StyleCodes
+
+        kind, value = _style_kind(style)
+        if kind != "codes":
+            raise InputError("mean= fills the regions that SEAN style codes lack; give the codes as styles=")
+        if "codes" not in self.style_kinds:
+            raise InputError(self._style_message("codes"))
+        codes = value if isinstance(value, StyleCodes) else StyleCodes.load(value, self.model)
+        if not isinstance(mean, StyleCodes):
+            mean = StyleCodes.load(mean, self.model)
+        return codes.fill_missing(mean)
 
     @torch.inference_mode()
     def run(self, labels: np.ndarray, instances: np.ndarray | None = None, *, style: Any = None,
@@ -427,6 +451,76 @@ class Synthesizer(Pipeline):
         x = io.image_to_tensor(_pad_edge(photo, size)).to(self.device)
         return StyleCodes.extract(self.model, x, seg, [source or ""])[0]
 
+    @torch.inference_mode()
+    def mean_styles(self, samples: Any, *, palette: Any = None, batch_size: int = 8,
+                    progress: Any = None, skip: Any = None):
+        """SEAN: per-class mean style codes over a dataset (what the official
+        calculate_mean_style_code.py computes over the test set), for regions an image lacks.
+
+        `samples`: `data.labels.LabelSample`s with photos (`find_label_dataset`). They are encoded
+        `batch_size` at a time (consecutive samples of the same size share a batch); a region's mean
+        is over the images where it is present; regions never seen stay absent. `progress(n)` is
+        called as samples are done; `skip(sample, error)` gets the samples that cannot be read
+        (without it, the first bad sample raises). Returns (StyleCodes, number of images used).
+        """
+        from .data.labels import read_label_sample
+        from .errors import GancanvasError
+        from .styles import StyleCodes
+
+        if "codes" not in self.style_kinds:
+            raise InputError(f"model '{self.name}' ({self.arch}) has no per-region style codes (a SEAN model "
+                             "does)")
+        if batch_size < 1:
+            raise InputError(f"batch size must be >= 1, got {batch_size}")
+        pal = palette if palette is not None else self.palette
+        used = [0]
+
+        def flush(batch: list) -> list:
+            lab = torch.stack([b[0] for b in batch]).to(self.device)
+            inst = torch.stack([b[1] for b in batch]).to(self.device) if batch[0][1] is not None else None
+            x = torch.stack([b[2] for b in batch]).to(self.device)
+            seg = self.model.semantic_input(lab, inst)
+            out = StyleCodes.extract(self.model, x, seg, [b[3] for b in batch])
+            used[0] += len(batch)
+            if progress is not None:
+                progress(len(batch))
+            return out
+
+        def codes():
+            batch: list = []
+            for sample in samples:
+                try:
+                    if sample.image is None:
+                        raise InputError(f"{sample.labels}: no photo for this label map")
+                    d = read_label_sample(sample, pal)
+                    ids = d["labels"]
+                    check_labels(ids, self.label_nc, self.dontcare, path=sample.labels)
+                    if "instances" in d and not self.uses_instances:
+                        d.pop("instances")
+                    if self.uses_instances and "instances" not in d:
+                        raise InputError(f"{sample.labels}: the model uses instance maps and this sample "
+                                         "has none")
+                except GancanvasError as err:
+                    if skip is None:
+                        raise
+                    skip(sample, err)
+                    if progress is not None:
+                        progress(1)
+                    continue
+                size = self._padded_size(*ids.shape)
+                lab = torch.from_numpy(_pad_edge(ids, size))
+                inst = torch.from_numpy(_pad_edge(d["instances"], size)) if "instances" in d else None
+                photo = io.image_to_tensor(_pad_edge(d["image"], size))[0]
+                if batch and (tuple(batch[0][0].shape) != tuple(lab.shape) or len(batch) >= batch_size):
+                    yield from flush(batch)
+                    batch = []
+                batch.append((lab, inst, photo, str(sample.labels)))
+            if batch:
+                yield from flush(batch)
+
+        mean = StyleCodes.mean(codes(), source="mean")
+        return mean, used[0]
+
     def _check_instances(self, instances: np.ndarray, labels: np.ndarray, source: str | None, where: str):
         if not self.uses_instances:
             raise InputError(f"model '{self.name}' ({self.arch}) takes no instance map (trained without "
@@ -482,7 +576,7 @@ class Synthesizer(Pipeline):
         elif self.arch == "spade":
             why = "SPADE styles are a random z (--style-random --seed N) or a style image (--style-image)"
         else:
-            why = ("a SEAN model needs per-region style codes: --style CODES.safetensors (gancanvas styles "
+            why = ("a SEAN model needs per-region style codes: --styles CODES.safetensors (gancanvas styles "
                    "extract) or --style-image PHOTO (same size as the label map)")
         if kind == "default":
             return f"model '{self.name}' needs a style: {why}"

@@ -13,11 +13,29 @@ one image (`StyleCodes.extract`), or averaged over many (`StyleCodes.mean`):
   the spaces and says in one line what differs.
 
 Edits (each returns a new object): `swap(regions, other)` takes some regions' codes from another
-image, `interpolate(other, t)` blends all (or some) regions, `crossover(blocks, other)` takes the
-codes of chosen generator blocks from another image (coarse blocks carry shape and colour layout,
-fine ones texture), `fill_missing(mean)` supplies codes for regions the source image lacks (the
-official UI uses the mean codes of the test set for those). Regions are named by id (13, "13") or
-by name ("hair") from the model's class names.
+image, `interpolate(other, t)` blends all (or some) regions, `crossover(blocks, other)` keeps the
+codes of the blocks flagged 1 and takes the others' (flag 0) from another image (coarse blocks
+carry shape and colour layout, fine ones texture), `fill_missing(mean)` supplies codes for regions
+the source image lacks (the official UI uses the mean codes of the test set for those). Regions are
+named by id (13, "13") or by name ("hair") from the model's class names.
+
+    import gancanvas
+    from gancanvas.styles import StyleCodes
+
+    pipe = gancanvas.load("sean.safetensors")                  # a Synthesizer
+    face = pipe.extract_styles("face_labels.png", "face.png")  # or StyleCodes.load(path, pipe.model)
+    other = StyleCodes.load("other.styles.safetensors", pipe.model)
+    face["hair"]                                               # the hair code, (D,) (or (K, D))
+    edited = face.swap("hair", other).interpolate(other, 0.3).crossover([1, 1, 0, 0, 0, 0], other)
+    mean = StyleCodes.mean([face, other])                      # per region, over the codes having it
+    image = pipe.synthesize("edited_labels.png", styles=edited.fill_missing(mean))
+    edited.save("edited.styles.safetensors")
+
+Every problem (an unknown region, a weight outside [0, 1], flags that do not fit, a file of
+another model or class set, a file that is not a style file) is a one-line `StyleError`
+(an `InputError`). The command line: `gancanvas styles extract|mean` and
+`gancanvas synthesize --styles FILE --region-style REGION=FILE --interpolate FILE:T
+--crossover FLAGS FILE --mean FILE`.
 
 File format: safetensors with tensors `codes` (float32) and `present` (uint8), and metadata
 `format = gancanvas-styles/1`, the space (`arch`, `regions`, `style_dim`, `n_blocks`,
@@ -37,10 +55,10 @@ from pathlib import Path
 
 import torch
 
-from .errors import InputError
+from .errors import StyleError
 from .utils.fs import atomic_save_bytes
 
-__all__ = ["StyleSpace", "StyleCodes", "FORMAT"]
+__all__ = ["StyleSpace", "StyleCodes", "FORMAT", "parse_weight", "parse_block_flags"]
 
 FORMAT = "gancanvas-styles/1"
 
@@ -60,6 +78,49 @@ def _weights_id(tensors: dict[str, torch.Tensor]) -> str:
 
 def _names_text(names: Sequence[str], n: int = 5) -> str:
     return ", ".join(names[:n]) + (", ..." if len(names) > n else "")
+
+
+def parse_weight(t: float | str) -> float:
+    """An interpolation weight: a number in [0, 1] (a string is parsed); StyleError otherwise."""
+    try:
+        value = float(t)
+    except (TypeError, ValueError):
+        raise StyleError(f"interpolation weight must be a number in [0, 1], got {t!r}") from None
+    if not math.isfinite(value) or not 0.0 <= value <= 1.0:
+        raise StyleError(f"interpolation weight must be in [0, 1], got {value:g}")
+    return value
+
+
+def parse_block_flags(blocks: Sequence[int | bool] | str, n_blocks: int) -> list[int]:
+    """Crossover flags, one 0 or 1 per style block: a sequence, "1,1,0,0,0,0" or "110000".
+
+    StyleError (one line) unless there are exactly `n_blocks` flags, each 0 or 1.
+    """
+    if isinstance(blocks, str):
+        text = blocks.strip()
+        if text and set(text) <= {"0", "1"}:
+            parts: list = list(text)
+        else:
+            parts = [p.strip() for p in text.replace(" ", ",").split(",") if p.strip()]
+    else:
+        try:
+            parts = list(blocks)
+        except TypeError:
+            parts = [None]
+    flags = []
+    for p in parts:
+        if isinstance(p, bool):
+            flags.append(int(p))
+        elif isinstance(p, int) or (isinstance(p, str) and p in ("0", "1")):
+            flags.append(int(p))
+        elif isinstance(p, float) and p in (0.0, 1.0):
+            flags.append(int(p))
+        else:
+            flags.append(-1)
+    if len(flags) != n_blocks or any(f not in (0, 1) for f in flags):
+        raise StyleError(f"crossover needs {n_blocks} block flags of 0 or 1 (one per style block, coarse to "
+                         f"fine; 1 = keep the base codes, 0 = take the other's), got {blocks!r}")
+    return flags
 
 
 @dataclass(frozen=True)
@@ -82,7 +143,7 @@ class StyleSpace:
         """The space of a SEAN generator (anything with `encode_styles`, `cfg` and style blocks)."""
         cfg = getattr(model, "cfg", None)
         if not hasattr(model, "encode_styles") or cfg is None or not hasattr(cfg, "region_names"):
-            raise InputError(f"{type(model).__name__} takes no per-region style codes (a SEAN model does)")
+            raise StyleError(f"{type(model).__name__} takes no per-region style codes (a SEAN model does)")
         # The encoder decides what a code means and the per-region transforms how it is used; their
         # biases stand in for the transforms (hashing 6 x R x D x D weights would take a while).
         tensors = {f"style_encoder.{k}": v for k, v in model.style_encoder.state_dict().items()}
@@ -123,12 +184,12 @@ class StyleSpace:
             space = cls(meta["arch"], int(meta["regions"]), int(meta["style_dim"]), int(meta["n_blocks"]),
                         names, meta.get("weights_id", ""))
         except (KeyError, ValueError, TypeError) as err:
-            raise InputError(f"{where}: corrupt style-code metadata ({type(err).__name__}: {err})") from None
+            raise StyleError(f"{where}: corrupt style-code metadata ({type(err).__name__}: {err})") from None
         if len(names) != space.regions:
-            raise InputError(f"{where}: corrupt style-code metadata ({len(names)} names for {space.regions} "
+            raise StyleError(f"{where}: corrupt style-code metadata ({len(names)} names for {space.regions} "
                              "regions)")
         if meta.get("class_hash") not in (None, space.class_hash):
-            raise InputError(f"{where}: corrupt style-code metadata (class names do not match their hash)")
+            raise StyleError(f"{where}: corrupt style-code metadata (class names do not match their hash)")
         return space
 
 
@@ -140,10 +201,10 @@ class StyleCodes:
         present = torch.as_tensor(present).detach().to("cpu").bool()
         r, d, k = space.regions, space.style_dim, space.n_blocks
         if tuple(codes.shape) not in ((r, d), (k, r, d)):
-            raise InputError(f"{source or 'style codes'}: codes of shape {tuple(codes.shape)} do not fit "
+            raise StyleError(f"{source or 'style codes'}: codes of shape {tuple(codes.shape)} do not fit "
                              f"{space.describe()} (expected ({r}, {d}) or ({k}, {r}, {d}))")
         if tuple(present.shape) != (r,):
-            raise InputError(f"{source or 'style codes'}: present mask of shape {tuple(present.shape)}, "
+            raise StyleError(f"{source or 'style codes'}: present mask of shape {tuple(present.shape)}, "
                              f"expected ({r},)")
         # Absent regions hold zeros, so files and comparisons do not depend on leftovers.
         mask = present.view(*([1] * (codes.dim() - 2)), r, 1)
@@ -185,7 +246,7 @@ class StyleCodes:
             total += codes  # absent regions hold zeros
             count += item.present.double()
         if space is None:
-            raise InputError("no style codes to average (no images with a label map?)")
+            raise StyleError("no style codes to average (no images with a label map?)")
         mean = total / count.clamp_min(1).view(*([1] * (total.dim() - 2)), -1, 1)
         return cls(mean.float(), count > 0, space, source)
 
@@ -200,30 +261,32 @@ class StyleCodes:
         try:
             atomic_save_bytes(path, data)
         except OSError as err:
-            raise InputError(f"{path}: cannot write ({err.strerror or err})") from None
+            raise StyleError(f"{path}: cannot write ({err.strerror or err})") from None
 
     @classmethod
     def load(cls, path: str | Path, model: torch.nn.Module | StyleSpace | None = None, *,
              check_weights: bool = True) -> StyleCodes:
-        """Read a style file; with `model` (or its space), one-line InputError if it does not fit."""
+        """Read a style file; with `model` (or its space), one-line StyleError if it does not fit."""
         from safetensors import SafetensorError, safe_open
 
         p = Path(path)
         if not p.is_file():
-            raise InputError(f"{p}: style file not found")
+            raise StyleError(f"{p}: style file not found")
         try:
             with safe_open(str(p), framework="pt") as f:
                 meta = f.metadata() or {}
                 tensors = {k: f.get_tensor(k) for k in f.keys()}
         except (SafetensorError, OSError, ValueError, RuntimeError) as err:
             msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise InputError(f"{p}: not a style file (not readable as safetensors: {msg})") from None
+            raise StyleError(f"{p}: not a style file (not readable as safetensors: {msg})") from None
         if meta.get("format") != FORMAT:
             is_model = meta.get("format", "").startswith("gancanvas/")
             what = "a gancanvas model file" if is_model else "no style codes"
-            raise InputError(f"{p}: not a style file ({what}); extract one with `gancanvas styles extract`")
+            raise StyleError(f"{p}: not a style file ({what}); extract one with `gancanvas styles extract`")
         if "codes" not in tensors or "present" not in tensors:
-            raise InputError(f"{p}: corrupt style file (tensors 'codes' and 'present' expected)")
+            raise StyleError(f"{p}: corrupt style file (tensors 'codes' and 'present' expected)")
+        if not tensors["codes"].is_floating_point() or not bool(torch.isfinite(tensors["codes"]).all()):
+            raise StyleError(f"{p}: corrupt style file (codes are not finite floating-point numbers)")
         # Messages name the file; the image the codes came from stays in the metadata ("source").
         codes = cls(tensors["codes"], tensors["present"], StyleSpace.from_metadata(meta, str(p)), str(p))
         if model is not None:
@@ -232,20 +295,20 @@ class StyleCodes:
 
     # --- checks ------------------------------------------------------------------------------
     def check(self, model: torch.nn.Module | StyleSpace, *, check_weights: bool = True) -> None:
-        """InputError (one line) if these codes cannot drive `model`."""
+        """StyleError (one line) if these codes cannot drive `model`."""
         space = model if isinstance(model, StyleSpace) else StyleSpace.of_model(model)
         why = space.mismatch(self.space, check_weights=check_weights)
         if why:
-            raise InputError(f"{self.source or 'style codes'}: cannot be used with this model: {why}")
+            raise StyleError(f"{self.source or 'style codes'}: cannot be used with this model: {why}")
 
     def _check_same_space(self, space: StyleSpace, op: str) -> None:
         why = space.mismatch(self.space)
         if why:
-            raise InputError(f"{op}: {self.source or 'style codes'} do not match: {why}")
+            raise StyleError(f"{op}: {self.source or 'style codes'} do not match: {why}")
 
     def _other(self, other: StyleCodes, op: str) -> StyleCodes:
         if not isinstance(other, StyleCodes):
-            raise InputError(f"{op}: expected StyleCodes, got {type(other).__name__}")
+            raise StyleError(f"{op}: expected StyleCodes, got {type(other).__name__}")
         other._check_same_space(self.space, op)
         return other
 
@@ -259,10 +322,10 @@ class StyleCodes:
         return self.codes.dim() == 3
 
     def region_id(self, key: int | str) -> int:
-        """The region index of an id (13, "13") or a name ("hair"); InputError naming the choices."""
+        """The region index of an id (13, "13") or a name ("hair"); StyleError naming the choices."""
         names = self.space.class_names
         if isinstance(key, bool):
-            raise InputError(f"region must be an id or a name, got {key!r}")
+            raise StyleError(f"region must be an id or a name, got {key!r}")
         if isinstance(key, str):
             k = key.strip()
             if k in names:
@@ -275,11 +338,11 @@ class StyleCodes:
             else:
                 close = difflib.get_close_matches(k, names, n=1)
                 hint = f"; did you mean '{close[0]}'?" if close else ""
-                raise InputError(f"unknown region '{key}' (regions of this model: {', '.join(names)}){hint}")
+                raise StyleError(f"unknown region '{key}' (regions of this model: {', '.join(names)}){hint}")
         if not isinstance(key, int):
-            raise InputError(f"region must be an id or a name, got {type(key).__name__}")
+            raise StyleError(f"region must be an id or a name, got {type(key).__name__}")
         if not 0 <= key < len(names):
-            raise InputError(f"region id {key} is out of range: this model has regions 0..{len(names) - 1}")
+            raise StyleError(f"region id {key} is out of range: this model has regions 0..{len(names) - 1}")
         return key
 
     def _region_ids(self, regions: int | str | Iterable[int | str]) -> list[int]:
@@ -287,14 +350,14 @@ class StyleCodes:
             regions = [regions]
         ids = [self.region_id(r) for r in regions]
         if not ids:
-            raise InputError("no regions given")
+            raise StyleError("no regions given")
         return ids
 
     def __getitem__(self, key: int | str) -> torch.Tensor:
         """The code of one region: (D,), or (K, D) for per-block codes."""
         i = self.region_id(key)
         if not bool(self.present[i]):
-            raise InputError(f"region '{self.names[i]}' ({i}) has no code in "
+            raise StyleError(f"region '{self.names[i]}' ({i}) has no code in "
                              f"{self.source or 'these style codes'} (it is not in the source image)")
         return self.codes[..., i, :].clone()
 
@@ -340,15 +403,10 @@ class StyleCodes:
 
         t = 0 gives these codes and t = 1 the other's exactly. A region present in one side only
         keeps that side's code (the other side's only among `regions`). t outside [0, 1] is an
-        InputError (extrapolated codes leave the range the generator was trained on).
+        StyleError (extrapolated codes leave the range the generator was trained on).
         """
         other = self._other(other, "interpolate")
-        try:
-            t = float(t)
-        except (TypeError, ValueError):
-            raise InputError(f"interpolation weight must be a number in [0, 1], got {t!r}") from None
-        if not math.isfinite(t) or not 0.0 <= t <= 1.0:
-            raise InputError(f"interpolation weight must be in [0, 1], got {t:g}")
+        t = parse_weight(t)
         a, b = self._pair(other)
         sel = torch.ones_like(self.present)
         if regions is not None:
@@ -362,37 +420,27 @@ class StyleCodes:
         return self._new(codes, self.present | only_b, f"interpolated {t:g} with {other.source or 'other'}")
 
     def crossover(self, blocks: Sequence[int | bool] | str, other: StyleCodes) -> StyleCodes:
-        """Per-block codes: block i takes `other`'s codes where blocks[i] is 1, these where 0.
+        """Per-block codes: block i keeps these codes where blocks[i] is 1 and takes `other`'s where 0.
 
         `blocks` has one entry per style block (coarse to fine; SEAN: head_0, G_middle_0,
-        G_middle_1, up_0, up_1, up_2), as a sequence or a string "1,1,0,0,0,0". A region absent in
-        a block's source takes the other side's code there; regions come only from sides that
-        some block uses, so all 0 gives these codes and all 1 the other's.
+        G_middle_1, up_0, up_1, up_2), as a sequence or a string ("1,1,0,0,0,0" or "110000"). A
+        region absent in a block's source takes the other side's code there; regions come only from
+        sides that some block uses, so all 1 gives these codes and all 0 the other's.
         """
         other = self._other(other, "crossover")
         k = self.space.n_blocks
-        if isinstance(blocks, str):
-            parts = [p.strip() for p in blocks.replace(" ", ",").split(",") if p.strip()]
-        else:
-            parts = list(blocks)
-        try:
-            flags = [int(p) if not isinstance(p, bool) else int(p) for p in parts]
-        except (TypeError, ValueError):
-            flags = [-1]
-        if len(flags) != k or any(f not in (0, 1) for f in flags):
-            raise InputError(f"crossover needs {k} block flags of 0 or 1 (one per style block, coarse to "
-                             f"fine), got {blocks!r}")
+        flags = parse_block_flags(blocks, k)
         a, b = self.per_block(), other.per_block()
-        take = torch.tensor(flags, dtype=torch.bool).view(k, 1, 1)
+        keep = torch.tensor(flags, dtype=torch.bool).view(k, 1, 1)
         both = (self.present & other.present).view(1, -1, 1)
-        first = torch.where(self.present.view(1, -1, 1), a, b)  # fallback where one side lacks a region
-        second = torch.where(other.present.view(1, -1, 1), b, a)
-        codes = torch.where(both, torch.where(take, b, a), torch.where(take, second, first))
-        # Regions come from the sides some block actually uses (all flags 0: exactly these codes).
+        mine = torch.where(self.present.view(1, -1, 1), a, b)  # fallback where one side lacks a region
+        theirs = torch.where(other.present.view(1, -1, 1), b, a)
+        codes = torch.where(both, torch.where(keep, a, b), torch.where(keep, mine, theirs))
+        # Regions come from the sides some block actually uses (all flags 1: exactly these codes).
         present = torch.zeros_like(self.present)
-        if 0 in flags:
-            present |= self.present
         if 1 in flags:
+            present |= self.present
+        if 0 in flags:
             present |= other.present
         return self._new(codes, present,
                          f"crossover {''.join(map(str, flags))} with {other.source or 'other'}")

@@ -98,7 +98,7 @@ def _spade(source: str | Path, output: str | Path, **options: Any) -> Converted:
 
 
 @register_converter("sean", "official SEAN PyTorch generator latest_net_G.pth (ZPdesu/SEAN); --label-nc N "
-                            "(default: inferred; 19 = CelebAMask-HQ)")
+                            "(default: inferred; 19 = CelebAMask-HQ), --class-names SET|FILE")
 def _sean(source: str | Path, output: str | Path, **options: Any) -> Converted:
     from .sean import convert_sean
 
@@ -109,8 +109,8 @@ def _sean(source: str | Path, output: str | Path, **options: Any) -> Converted:
 _OPTIONS: dict[str, tuple[str, ...]] = {
     "pix2pixhd": ("label_nc", "encoder", "clusters"),
     "spade": ("label_nc", "encoder", "contain_dontcare", "use_instance", "num_upsampling_layers", "crop_size",
-              "aspect_ratio"),
-    "sean": ("label_nc", "contain_dontcare", "num_upsampling_layers"),
+              "aspect_ratio", "class_names"),
+    "sean": ("label_nc", "contain_dontcare", "num_upsampling_layers", "class_names"),
 }
 _ALL_OPTIONS = tuple(dict.fromkeys(k for opts in _OPTIONS.values() for k in opts))
 
@@ -157,6 +157,10 @@ def add_convert_parser(subparsers) -> argparse.ArgumentParser:
                     help="SPADE VAE: the official --crop_size")
     sp.add_argument("--aspect-ratio", dest="aspect_ratio", type=float, default=None,
                     help="SPADE VAE: the official --aspect_ratio")
+    sp.add_argument("--class-names", dest="class_names", default=None, metavar="SET|FILE",
+                    help="SPADE/SEAN: the class names (region names for --region-style): celebamask-hq, "
+                         "scenes, cityscapes, or a file (one name per line, or JSON); SEAN default: "
+                         "celebamask-hq for --label-nc 19")
     sp.add_argument("--clusters", default=None,
                     help="pix2pixHD: the style centres features_clustered_010.npy")
     sp.set_defaults(func=cmd_convert)

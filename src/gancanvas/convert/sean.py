@@ -18,7 +18,9 @@ weights of `up_3` (its ACE has no style branch), and `fc_mu<j>` for j >= the num
 
 The official SEAN was trained without instance maps (`--no_instance`): its ACE would treat an
 edge channel as one more style region, which gancanvas' SEAN does not, so such a layout is
-refused. The released CelebAMask-HQ model (19 classes) gets the CelebAMask-HQ class names.
+refused. A 19-class model (the released CelebAMask-HQ one) gets the CelebAMask-HQ class names and
+palette unless `class_names` says otherwise ("celebamask-hq", "scenes", "cityscapes", a file or a
+list; `gancanvas convert sean ... --class-names`), so `--region-style hair=...` works on it.
 """
 
 from __future__ import annotations
@@ -121,16 +123,18 @@ def sean_state_from_official(state: Mapping[str, torch.Tensor], regions: int, wh
 
 def convert_sean(source: str | Path, output: str | Path, *, label_nc: int | None = None,
                  contain_dontcare: bool | None = None, use_instance: bool | None = None,
-                 num_upsampling_layers: str | None = None, class_names: list[str] | None = None) -> Converted:
+                 num_upsampling_layers: str | None = None, class_names: list[str] | str | Path | None = None
+                 ) -> Converted:
     """Convert an official SEAN generator (`latest_net_G.pth`) into a gancanvas model file.
 
     `label_nc` defaults to the width of the label input (the released model: 19); it is checked
-    against the checkpoint when given.
+    against the checkpoint when given. `class_names`: a list, a built-in set name or a file
+    (`data.labels.load_class_names`); default: CelebAMask-HQ's for 19 classes, else unnamed.
     """
     from .. import registry
     from ..config import to_dict
+    from ..data.labels import CELEBAMASK_HQ_CLASSES, load_class_names, palette_name_for
     from ..models import sean as _sean  # noqa: F401  (registers the architecture)
-    from ..models.sean import CELEBAMASK_HQ_CLASSES
     from ..weights import load_state_strict, save_model
     from . import Converted
 
@@ -158,7 +162,10 @@ def convert_sean(source: str | Path, output: str | Path, *, label_nc: int | None
         if num_upsampling_layers is not None:
             options["num_upsampling_layers"] = num_upsampling_layers
         if class_names is not None:
-            options["class_names"] = list(class_names)
+            try:
+                options["class_names"] = list(load_class_names(class_names, layout["label_nc"]))
+            except InputError as err:
+                raise ConfigError(f"{where}: class_names: {err}") from None
         elif layout["label_nc"] == len(CELEBAMASK_HQ_CLASSES):
             options["class_names"] = list(CELEBAMASK_HQ_CLASSES)
         cfg = registry.model_config("sean", options)
@@ -168,6 +175,9 @@ def convert_sean(source: str | Path, output: str | Path, *, label_nc: int | None
     load_state_strict(model, sean_state_from_official(state, regions, where), where)
     config = to_dict(cfg)
     extra = {"source": str(src.resolve()), "converted_from": "pytorch", "official": "ZPdesu/SEAN"}
+    palette = palette_name_for(options.get("class_names"))
+    if palette is not None:  # colour label maps (CelebAMask-HQ's colour masks) read without --palette
+        extra["palette"] = palette
     try:
         save_model(out, model.eval(), arch="sean", config=config, extra=extra, dtype=torch.float32)
     except OSError as err:

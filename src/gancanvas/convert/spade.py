@@ -254,11 +254,12 @@ def convert_spade(source: str | Path, output: str | Path, *, label_nc: int | Non
                   contain_dontcare: bool | None = None, use_instance: bool | None = None,
                   num_upsampling_layers: str | None = None, encoder: str | Path | None = None,
                   crop_size: int | None = None, aspect_ratio: float | None = None,
-                  class_names: list[str] | None = None) -> Converted:
+                  class_names: list[str] | str | Path | None = None) -> Converted:
     """Convert an official SPADE generator (`latest_net_G.pth`; with the VAE also its encoder,
     `encoder=` or the `*_net_E.pth` beside it) into a gancanvas model file."""
     from .. import registry
     from ..config import to_dict
+    from ..data.labels import load_class_names, palette_name_for
     from ..models import spade as _spade  # noqa: F401  (registers the architecture)
     from ..models.spade import UPSAMPLING_LAYERS
     from ..weights import load_state_strict, save_model
@@ -302,7 +303,10 @@ def convert_spade(source: str | Path, output: str | Path, *, label_nc: int | Non
             raise CheckpointError(f"{where}: this generator has no VAE (fc is a convolution); it takes no "
                                   "encoder")
         if class_names is not None:
-            options["class_names"] = list(class_names)
+            try:
+                options["class_names"] = list(load_class_names(class_names, options["label_nc"]))
+            except InputError as err:
+                raise ConfigError(f"{where}: class_names: {err}") from None
         cfg = registry.model_config("spade", options)
     except ConfigError as err:
         raise CheckpointError(str(err)) from None
@@ -312,6 +316,9 @@ def convert_spade(source: str | Path, output: str | Path, *, label_nc: int | Non
     extra = {"source": str(src.resolve()), "converted_from": "pytorch", "official": "NVlabs/SPADE"}
     if preset is not None:
         extra["preset"] = preset["dataset"]
+    palette = palette_name_for(options.get("class_names"))
+    if palette is not None:
+        extra["palette"] = palette
     try:
         save_model(out, model.eval(), arch="spade", config=config, extra=extra, dtype=torch.float32)
     except OSError as err:

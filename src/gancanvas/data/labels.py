@@ -8,7 +8,8 @@ Label maps on disk
     - grey PNGs (8 or 16 bit) and indexed (palette) PNGs: the pixel values / palette indices are
       the ids (Cityscapes `*_labelIds.png`, the official pix2pixHD `train_label/`, VOC-style);
     - colour PNGs with a palette: each colour is looked up in a `Palette` (a JSON file, the
-      built-in "scenes" palette of `gancanvas.data.synthetic`, or the Cityscapes colours). A
+      built-in "scenes" palette of `gancanvas.data.synthetic`, the "cityscapes" or the
+      "celebamask-hq" colours; `load_class_names` gives the class names of the same sets). A
       colour that is not in the palette is an `InputError` naming a few of them with their pixel
       counts; an indexed PNG is read by colour too when a palette is given.
 Instance maps on disk
@@ -25,8 +26,8 @@ Tensors (torch, batched)
 Datasets on disk
     `find_label_dataset(root, phase)` pairs label, image and instance files of the official
     pix2pixHD layout (`train_label/`, `train_img/`, `train_inst/`, paired by sorted order as the
-    official loader does) or of `gancanvas data scenes` output (`labels/`, `images/`, `instances/`,
-    paired by name).
+    official loader does), of `gancanvas data scenes` output (`labels/`, `images/`, `instances/`,
+    paired by name) or of the official SEAN datasets (`{phase}/labels/`, `{phase}/images/`).
 """
 
 from __future__ import annotations
@@ -49,8 +50,13 @@ from .io import IMAGE_EXTS, _one_line, _read_bytes
 __all__ = [
     "INSTANCE_DIVISOR",
     "CITYSCAPES_PALETTE",
+    "CELEBAMASK_HQ_CLASSES",
+    "CELEBAMASK_HQ_PALETTE",
+    "PALETTE_NAMES",
     "Palette",
     "load_palette",
+    "load_class_names",
+    "palette_name_for",
     "read_label_map",
     "read_instance_map",
     "coerce_label_map",
@@ -85,6 +91,27 @@ _CITYSCAPES = (
 )
 CITYSCAPES_PALETTE: np.ndarray = np.array([c for _, c in _CITYSCAPES], dtype=np.uint8)
 CITYSCAPES_PALETTE.setflags(write=False)
+
+#: The 19 CelebAMask-HQ classes in the order of its label maps (ids 0..18), which SEAN uses (its
+#: README and `g_mask.py`): hair is 13. Names as the dataset spells them (eye_g = eyeglasses,
+#: ear_r = earring, neck_l = necklace).
+CELEBAMASK_HQ_CLASSES: tuple[str, ...] = (
+    "background", "skin", "nose", "eye_g", "l_eye", "r_eye", "l_brow", "r_brow", "l_ear", "r_ear",
+    "mouth", "u_lip", "l_lip", "hair", "hat", "ear_r", "neck_l", "neck", "cloth",
+)
+# The dataset's visualisation colours (its colour masks and SEAN's UI use them), one per class above.
+CELEBAMASK_HQ_PALETTE: np.ndarray = np.array([
+    (0, 0, 0), (204, 0, 0), (76, 153, 0), (204, 204, 0), (51, 51, 255), (204, 0, 204), (0, 255, 255),
+    (255, 204, 204), (102, 51, 0), (255, 0, 0), (102, 204, 0), (255, 255, 0), (0, 0, 153), (0, 0, 204),
+    (255, 51, 153), (0, 204, 204), (0, 51, 0), (255, 153, 51), (0, 204, 0),
+], dtype=np.uint8)
+CELEBAMASK_HQ_PALETTE.setflags(write=False)
+
+#: The built-in palettes `load_palette` and `load_class_names` know by name.
+PALETTE_NAMES = ("scenes", "cityscapes", "celebamask-hq")
+_ALIASES = {"celebamask-hq": "celebamask-hq", "celebamaskhq": "celebamask-hq",
+            "celebamask_hq": "celebamask-hq", "celeba-hq": "celebamask-hq", "scenes": "scenes",
+            "cityscapes": "cityscapes"}
 
 _SHOW = 4  # how many offending values an error message names
 
@@ -237,17 +264,13 @@ def load_palette(spec: Any) -> Palette:
     """
     if isinstance(spec, Palette):
         return spec
-    if isinstance(spec, str) and spec.lower() == "scenes":
-        from .synthetic import CLASSES, PALETTE
-
-        return Palette(np.asarray(PALETTE), np.arange(len(PALETTE), dtype=np.int64), tuple(CLASSES), "scenes")
-    if isinstance(spec, str) and spec.lower() == "cityscapes":
-        return Palette(CITYSCAPES_PALETTE, np.arange(len(CITYSCAPES_PALETTE), dtype=np.int64),
-                       tuple(n for n, _ in _CITYSCAPES), "cityscapes")
+    if isinstance(spec, str) and spec.lower() in _ALIASES:
+        return _named_palette(_ALIASES[spec.lower()])
     if isinstance(spec, (str, os.PathLike)):
         p = Path(spec)
         if not p.is_file():
-            raise InputError(f"{p}: palette file not found (give a JSON file, 'scenes' or 'cityscapes')")
+            raise InputError(f"{p}: palette file not found (give a JSON file or one of "
+                             f"{', '.join(PALETTE_NAMES)})")
         try:
             data = json.loads(p.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -259,8 +282,87 @@ def load_palette(spec: Any) -> Palette:
         return Palette(spec.astype(np.uint8), np.arange(len(spec), dtype=np.int64), None, "palette array")
     if isinstance(spec, (list, tuple, Mapping)):
         return _palette_from_json(list(spec) if isinstance(spec, tuple) else spec, "palette")
-    raise InputError(f"palette must be 'scenes', 'cityscapes', a JSON file or a list of colours, "
+    raise InputError(f"palette must be one of {', '.join(PALETTE_NAMES)}, a JSON file or a list of colours, "
                      f"got {type(spec).__name__}")
+
+
+def _named_palette(name: str) -> Palette:
+    if name == "scenes":
+        from .synthetic import CLASSES, PALETTE
+
+        return Palette(np.asarray(PALETTE), np.arange(len(PALETTE), dtype=np.int64), tuple(CLASSES), "scenes")
+    if name == "cityscapes":
+        return Palette(CITYSCAPES_PALETTE, np.arange(len(CITYSCAPES_PALETTE), dtype=np.int64),
+                       tuple(n for n, _ in _CITYSCAPES), "cityscapes")
+    return Palette(CELEBAMASK_HQ_PALETTE, np.arange(len(CELEBAMASK_HQ_PALETTE), dtype=np.int64),
+                   CELEBAMASK_HQ_CLASSES, "celebamask-hq")
+
+
+def palette_name_for(names: Sequence[str] | None) -> str | None:
+    """The built-in palette whose class names are exactly `names` ("celebamask-hq", ...), or None."""
+    if not names:
+        return None
+    for name in PALETTE_NAMES:
+        if tuple(names) == _named_palette(name).names:
+            return name
+    return None
+
+
+def load_class_names(spec: Any, n: int | None = None) -> tuple[str, ...]:
+    """Class names (index = label id) from a name or a file; `n`: the count they must have.
+
+    - "celebamask-hq" (19: background, skin, ..., hair (13), ..., cloth), "scenes" (the built-in
+      procedural scenes, 10), "cityscapes" (labelIds 0..33);
+    - a text file with one name per line, or a JSON file: a list of names, or a palette with names
+      (`[{"id", "color", "name"}]` or `{"palette": [...], "classes": [...]}`);
+    - a list of names.
+
+    InputError (one line) for an unreadable file, duplicate or empty names, or a count other than `n`.
+    """
+    where = "class names"
+    if isinstance(spec, str) and spec.lower() in _ALIASES:
+        names, where = _named_palette(_ALIASES[spec.lower()]).names, spec
+    elif isinstance(spec, (str, os.PathLike)):
+        p = Path(spec)
+        where = str(p)
+        if not p.is_file():
+            raise InputError(f"{p}: class-name file not found (give a text or JSON file, or one of "
+                             f"{', '.join(PALETTE_NAMES)})")
+        try:
+            text = p.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InputError(f"{p}: cannot read the class names ({_one_line(exc)})") from None
+        if p.suffix.lower() == ".json" or text.lstrip()[:1] in ("[", "{"):
+            try:
+                data = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise InputError(f"{p}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+            if isinstance(data, list) and all(isinstance(x, str) for x in data):
+                names = tuple(data)
+            else:
+                pal = _palette_from_json(data, where)
+                if pal.names is None:
+                    raise InputError(f"{p}: a palette without class names ('name' per entry or 'classes')")
+                order = np.argsort(pal.ids, kind="stable")
+                if pal.ids[order].tolist() != list(range(len(pal))):
+                    raise InputError(f"{p}: the palette's ids must be 0..{len(pal) - 1} to name classes")
+                names = tuple(pal.names[i] for i in order)
+        else:
+            names = tuple(line.strip() for line in text.splitlines() if line.strip())
+    elif isinstance(spec, (list, tuple)) and all(isinstance(x, str) for x in spec):
+        names = tuple(spec)
+    else:
+        raise InputError(f"class names must be one of {', '.join(PALETTE_NAMES)}, a file or a list of names, "
+                         f"got {type(spec).__name__}")
+    names = tuple(str(x).strip() for x in names)
+    if not names or any(not x for x in names):
+        raise InputError(f"{where}: empty class names")
+    if len(set(names)) != len(names):
+        dup = sorted({x for x in names if names.count(x) > 1})
+        raise InputError(f"{where}: class names listed twice: {', '.join(dup[:_SHOW])}")
+    if n is not None and len(names) != n:
+        raise InputError(f"{where}: {len(names)} class names for {n} classes (label_nc)")
+    return names
 
 
 # --------------------------------------------------------------------------------------------
@@ -616,7 +718,8 @@ def find_label_dataset(root: str | os.PathLike, phase: str = "train", *, need_im
 
     Official layout: `{phase}_label/`, `{phase}_img/`, `{phase}_inst/`, paired by sorted file
     order like the official loader (Cityscapes names differ by suffix), so the counts must agree.
-    Scenes layout: `labels/`, `images/`, `instances/`, paired by file name. `need_images`: the
+    Scenes layout: `labels/`, `images/`, `instances/`, paired by file name; the official SEAN
+    layout `{phase}/labels/`, `{phase}/images/` likewise. `need_images`: the
     photos must exist (training, feature encoding). `instances`: True = required, False = not
     used, None = used when the folder exists.
     """
@@ -630,10 +733,13 @@ def find_label_dataset(root: str | os.PathLike, phase: str = "train", *, need_im
     elif (root / "labels").is_dir():
         dirs = (root / "labels", root / "images", root / "instances")
         by_name = True
+    elif (root / phase / "labels").is_dir():  # the official SEAN layout: CelebA-HQ/{train,test}/labels
+        dirs = (root / phase / "labels", root / phase / "images", root / phase / "instances")
+        by_name = True
     else:
         raise InputError(f"{root}: no label maps found: expected {phase}_label/ (+ {phase}_img/, "
-                         f"{phase}_inst/; the official pix2pixHD layout) or labels/ (+ images/, "
-                         "instances/; gancanvas data scenes)")
+                         f"{phase}_inst/; the official pix2pixHD layout), labels/ (+ images/, "
+                         f"instances/; gancanvas data scenes) or {phase}/labels/ (+ {phase}/images/; SEAN)")
     label_dir, image_dir, inst_dir = dirs
     labels = _files(label_dir, IMAGE_EXTS)
     if not labels:

@@ -49,6 +49,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..data.labels import CELEBAMASK_HQ_CLASSES  # the 19 classes of the official SEAN label maps
 from ..errors import ConfigError, InputError
 from ..nn.norm import SEAN
 from ..registry import register_model
@@ -63,11 +64,6 @@ from .spade import (
 
 __all__ = ["SEANConfig", "RegionStyleEncoder", "SEANResnetBlock", "SEANGenerator", "region_average_pool",
            "CELEBAMASK_HQ_CLASSES", "STYLE_BLOCKS"]
-
-#: The CelebAMask-HQ classes in the order of the official SEAN label maps (ids 0..18).
-CELEBAMASK_HQ_CLASSES = ("background", "skin", "nose", "eye_g", "l_eye", "r_eye", "l_brow", "r_brow",
-                         "l_ear", "r_ear", "mouth", "u_lip", "l_lip", "hair", "hat", "ear_r", "neck_l",
-                         "neck", "cloth")
 
 #: The residual blocks whose normalisation uses the style matrix, in forward order.
 STYLE_BLOCKS = ("head_0", "G_middle_0", "G_middle_1", "up_0", "up_1", "up_2")
