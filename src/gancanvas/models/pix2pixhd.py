@@ -122,10 +122,27 @@ class Pix2PixHDConfig:
         return self.semantic_nc + (self.feat_num if self.use_features else 0)
 
 
+class InstanceNorm2d(nn.InstanceNorm2d):
+    """Instance norm without affine parameters (the official default: checkpoints hold no norm keys).
+
+    Without autograd it normalises its input in place: inside the generator that input is always a
+    fresh conv output nobody else holds, and at 512x1024 this saves one full-resolution activation
+    (128 MiB at ngf 64) of peak memory against the official network.
+    """
+
+    def __init__(self, num_features: int):
+        super().__init__(num_features, affine=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled() and x.requires_grad:
+            return super().forward(x)
+        var, mean = torch.var_mean(x, dim=(-2, -1), keepdim=True, correction=0)
+        return x.sub_(mean).mul_(var.add_(self.eps).rsqrt_())
+
+
 def _norm(kind: str):
-    # Instance norm without affine parameters (the official default): checkpoints hold no norm keys.
     if kind == "instance":
-        return functools.partial(nn.InstanceNorm2d, affine=False)
+        return InstanceNorm2d
     return functools.partial(nn.BatchNorm2d, affine=True)
 
 
@@ -155,7 +172,9 @@ class ResnetBlock(nn.Module):
             nn.ReflectionPad2d(1), nn.Conv2d(dim, dim, 3), norm(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.conv_block(x)
+        if torch.is_grad_enabled() and x.requires_grad:
+            return x + self.conv_block(x)
+        return self.conv_block(x).add_(x)  # inference: no third block-sized tensor for the sum
 
 
 def _down(cin: int, cout: int, norm) -> list[nn.Module]:
