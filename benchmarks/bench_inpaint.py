@@ -7,13 +7,17 @@ Prints three tables:
 1. the reference: measured conv2d throughput of this machine (GFLOP/s) for the layer shapes
    the generator is made of;
 2. the generator at the official width (cnum 48, random weights, a free-form + box hole of about
-   a third of the image) per size: latency, peak memory (process peak RSS on CPU, peak CUDA
-   memory on GPU), FLOPs (counted by torch's FlopCounterMode on meta tensors) and the achieved
-   GFLOP/s as a fraction of the reference;
+   a third of the image) per size: latency (median of 5 runs up to 512 px, 3 at 1024, 1 above),
+   peak memory (process peak RSS on CPU, peak CUDA memory on GPU), nominal FLOPs (see
+   `count_flops`) and the achieved GFLOP/s (nominal FLOPs / latency) as a fraction of the
+   reference;
 3. contextual attention alone, exact vs memory-bounded (tiled), at the feature sizes of
    256/512/1024 px images: time, peak memory, max |difference|.
 
 Each measurement runs in a fresh subprocess so that peak RSS is that configuration's own.
+Timings on a shared machine are noisy: other processes (even niced ones, when the kernel groups
+processes per session: /proc/sys/kernel/sched_autogroup_enabled) take CPU time and memory
+bandwidth from these runs; compare numbers taken under the same conditions only.
 Targets (issue 2): 2048 px completes within 8 GB peak on the 2-core CPU machine; at 512 px the
 generator reaches at least 40 % of the measured conv2d throughput.
 """
@@ -43,54 +47,71 @@ def _sync(device):
 
 
 def conv_reference(device: str, threads: int) -> dict:
-    """Best GFLOP/s of plain conv2d on shapes like the generator's (3x3, 24..96 channels)."""
+    """GFLOP/s of plain conv2d on the generator's main layer shapes (3x3, 24..192 channels).
+
+    Each shape: the median of 5 rounds of about 20 GFLOP each (one round on GPU: 50 calls).
+    """
+    import statistics
+
     import torch
 
     torch.set_num_threads(threads)
     results = {}
-    shapes = [(96, 96, 64, 3), (48, 48, 128, 3), (96, 192, 64, 3), (24, 48, 256, 3)]
+    # (in, out, side): the generator's own layers at 256-512 px images; 96->192 @128 is the bulk
+    # of the 512 px work (the gated 3x3 and dilated layers at 1/4 resolution).
+    shapes = [(96, 96, 64, 3), (48, 48, 128, 3), (96, 192, 64, 3), (24, 48, 256, 3), (96, 192, 128, 3)]
     for cin, cout, hw, k in shapes:
         conv = torch.nn.Conv2d(cin, cout, k, padding=k // 2).to(device).eval()
         x = torch.randn(1, cin, hw, hw, device=device)
         if device == "cpu":
             conv = conv.to(memory_format=torch.channels_last)
-            x = x.to(memory_format=torch.channels_last)
+            x = x.contiguous(memory_format=torch.channels_last)
         flops = 2 * cin * cout * k * k * hw * hw
         with torch.inference_mode():
             for _ in range(3):
                 conv(x)
             _sync(device)
             reps = max(3, int(2e10 / flops)) if device == "cpu" else 50
-            t = time.perf_counter()
-            for _ in range(reps):
-                conv(x)
-            _sync(device)
-            dt = (time.perf_counter() - t) / reps
-        results[f"{cin}->{cout} @{hw}"] = flops / dt / 1e9
+            rounds = []
+            for _ in range(5 if device == "cpu" else 1):
+                t = time.perf_counter()
+                for _ in range(reps):
+                    conv(x)
+                _sync(device)
+                rounds.append((time.perf_counter() - t) / reps)
+        results[f"{cin}->{cout} @{hw}"] = flops / statistics.median(rounds) / 1e9
     return results
 
 
 def count_flops(size: int, cnum: int) -> float:
     """Nominal forward FLOPs of the generator at `size` (multiply-add = 2 FLOPs).
 
-    Convolutions: counted with forward hooks on a 64 px run and scaled by (size/64)^2, which is
-    exact since every layer keeps its share of the resolution. Contextual attention: the official
-    algorithm's cost, matching 3x3 patches of C channels and pasting 4x4 patches between all
-    L = (size/8)^2 positions, 2 L^2 C (9 + 16); our implementation does less work than that.
+    Convolutions: the FLOPs of the layers as the architecture defines them (a gated layer's conv
+    computes twice the maps it emits; an upsampling layer is a 3x3 conv over the x2 nearest
+    upsampled input), counted with forward hooks on a 64 px run and scaled by (size/64)^2, which
+    is exact since every layer keeps its share of the resolution. Contextual attention: the
+    official algorithm's cost, matching 3x3 patches of C channels and pasting 4x4 patches
+    between all L = (size/8)^2 positions, 2 L^2 C (9 + 16). The implementation does less work
+    than that in both places (attention: Gram matrix and diagonal sums; upsampling: four 2x2
+    phase convolutions on CPU), so "achieved GFLOP/s" is nominal work per second.
     """
     import torch
 
     from gancanvas import registry
+    from gancanvas.nn.conv import GatedDeconv2d
 
     g = registry.create("deepfill_v2", cnum=cnum).eval()
     total = [0]
 
     def hook(mod, inp, out):
-        k = mod.kernel_size[0] * mod.kernel_size[1]
-        total[0] += 2 * out.numel() * (mod.in_channels // mod.groups) * k
+        conv = mod.conv if isinstance(mod, GatedDeconv2d) else mod
+        k = conv.kernel_size[0] * conv.kernel_size[1]
+        positions = out.shape[0] * out.shape[-2] * out.shape[-1]
+        total[0] += 2 * positions * conv.out_channels * (conv.in_channels // conv.groups) * k
 
+    inner = {id(m.conv) for m in g.modules() if isinstance(m, GatedDeconv2d)}
     for m in g.modules():
-        if isinstance(m, torch.nn.Conv2d):
+        if isinstance(m, GatedDeconv2d) or (isinstance(m, torch.nn.Conv2d) and id(m) not in inner):
             m.register_forward_hook(hook)
     with torch.inference_mode():
         g(torch.zeros(1, 3, 64, 64), torch.zeros(1, 1, 64, 64))
@@ -101,6 +122,8 @@ def count_flops(size: int, cnum: int) -> float:
 
 
 def run_generator(size: int, cnum: int, device: str, threads: int, tile) -> dict:
+    import statistics
+
     import numpy as np
     import torch
 
@@ -119,21 +142,25 @@ def run_generator(size: int, cnum: int, device: str, threads: int, tile) -> dict
     m = torch.from_numpy(MaskSampler("free-form+box").sample(size, size, rng))[None, None].to(device)
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
-    reps = 3 if size <= 512 else 1
+    reps = 5 if size <= 512 else 3 if size <= 1024 else 1
+    times = []
     with torch.inference_mode():
-        if size <= 512:
+        if size <= 1024:
             g(x, m)  # warm-up
         _sync(device)
-        t = time.perf_counter()
         for _ in range(reps):
+            t = time.perf_counter()
             g(x, m)
-        _sync(device)
-        dt = (time.perf_counter() - t) / reps
+            _sync(device)
+            times.append(time.perf_counter() - t)
+    dt = statistics.median(times)
     peak = torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda") else _peak_rss_mb()
     return {"seconds": dt, "peak_mb": peak, "hole_pct": float(m.mean()) * 100}
 
 
 def run_attention(hw: int, channels: int, tile, device: str, threads: int) -> dict:
+    import statistics
+
     import torch
 
     from gancanvas.nn.attention import contextual_attention
@@ -146,11 +173,17 @@ def run_attention(hw: int, channels: int, tile, device: str, threads: int) -> di
     mask = mask.to(device)
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
+    reps = 5 if hw <= 128 else 1  # up to 512 px images: warm-up, then the median of 5
+    times = []
     with torch.inference_mode():
-        t = time.perf_counter()
-        y, off = contextual_attention(f, f, mask, tile=tile)
-        _sync(device)
-        dt = time.perf_counter() - t
+        if reps > 1:
+            contextual_attention(f, f, mask, tile=tile)
+        for _ in range(reps):
+            t = time.perf_counter()
+            y, off = contextual_attention(f, f, mask, tile=tile)
+            _sync(device)
+            times.append(time.perf_counter() - t)
+    dt = statistics.median(times)
     peak = torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda") else _peak_rss_mb()
     torch.save({"y": y.cpu(), "off": off.cpu()}, f"/tmp/_bench_ca_{hw}_{tile}.pt")
     return {"seconds": dt, "peak_mb": peak}

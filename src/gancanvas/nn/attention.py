@@ -59,7 +59,8 @@ Implementation: three identities keep the big products small and avoid L x L con
 - Fuse and those diagonal sums are shifted slice additions of score rows (the wrap-around of
   the official flattened order is a second, shorter slice), not a 1-channel convolution over
   the L x L plane, which is many times slower on CPU. Large score buffers are reused
-  (`_Workspace`): in-place passes, no fresh gigabyte per step.
+  (`_Workspace`): in-place passes, no fresh gigabyte per step, and (up to
+  `KEEP_WORKSPACE_BYTES`) no fresh buffers per call either; `release_workspace()` frees them.
 - Paste: the 2r x 2r raw patches are 2 x 2 blocks of r x r cells of b, and the pasted patches
   of neighbouring positions overlap by whole cells, so output cell c receives
   sum_q A'(c, q) cell(q) with A'(c, q) = sum over (a, b) in {0,1}^2 of A(c - (a, b), q - (a, b)):
@@ -74,6 +75,7 @@ dominated by the score matrix anyway.
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -86,11 +88,13 @@ from .resample import resize_nearest
 
 __all__ = [
     "AUTO_TILE_BYTES",
+    "KEEP_WORKSPACE_BYTES",
     "ContextualAttention",
     "colour_wheel",
     "contextual_attention",
     "flow_to_image",
     "flow_to_uint8",
+    "release_workspace",
     "resize_nearest",
 ]
 
@@ -366,7 +370,10 @@ def _auto_tile(geo: _Geometry, ksize: int, fuse_k: int | None, official: bool, b
 class _Workspace:
     """Two score buffers used in turn by successive passes, tiles and samples.
 
-    A fresh gigabyte-sized tensor costs more in page faults than the pass that fills it.
+    A fresh gigabyte-sized tensor costs more in page faults than the pass that fills it, and so
+    does a fresh 140 MB one per call (512 px: 37 000 page faults, about 15 % of the layer's
+    time). The buffers are therefore kept between calls, per thread, when they fit in
+    `KEEP_WORKSPACE_BYTES` together; `release_workspace()` frees them.
     """
 
     def __init__(self, numel: int, like: torch.Tensor):
@@ -375,9 +382,33 @@ class _Workspace:
     def next(self, rows: int, cols: int) -> torch.Tensor:
         """A rows x cols view of the buffer the current scores are not in."""
         if self.bufs is None:
-            self.bufs = [self.like.new_empty(self.numel) for _ in range(2)]
+            self.bufs = _workspace_buffers(self.numel, self.like)
         self.cur ^= 1
         return self.bufs[self.cur][:rows * cols].view(rows, cols)
+
+
+# The largest pair of score buffers kept between calls: that of a 512 px image's exact attention
+# (2 x 71 MB). Larger pairs (tiled attention of big images) are freed after each call, so that
+# they do not add to the peak memory of the layers that follow.
+KEEP_WORKSPACE_BYTES = 160 * 2**20
+_kept = threading.local()
+
+
+def _workspace_buffers(numel: int, like: torch.Tensor) -> list[torch.Tensor]:
+    key = (like.device, like.dtype)
+    bufs = getattr(_kept, "bufs", None)
+    if bufs is not None and _kept.key == key and bufs[0].numel() >= numel:
+        return bufs
+    _kept.bufs = None  # free the old pair before allocating the new one
+    bufs = [like.new_empty(numel) for _ in range(2)]
+    if 2 * numel * like.element_size() <= KEEP_WORKSPACE_BYTES:
+        _kept.bufs, _kept.key = bufs, key
+    return bufs
+
+
+def release_workspace() -> None:
+    """Free the score buffers that contextual attention keeps between calls (this thread's)."""
+    _kept.bufs = None
 
 
 def _attention(s: torch.Tensor, keep: torch.Tensor, scale: float, official: bool,
