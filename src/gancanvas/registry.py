@@ -149,3 +149,15 @@ register_pretrained(PretrainedSpec(
     description="DeepFill v2, cnum 16, trained on the built-in scenes at 128 px on a 2-core CPU",
     default_for=("inpaint",),
 ))
+
+register_pretrained(PretrainedSpec(
+    name="srn-scenes",
+    arch="srn",
+    file="srn-scenes.safetensors",
+    config="configs/srn/scenes-128-small.yaml",
+    command=("gancanvas train configs/srn/scenes-128-small.yaml --run-dir runs/srn-scenes"
+             " && python scripts/release_model.py runs/srn-scenes src/gancanvas/pretrained/srn-scenes.safetensors"),
+    description="SRN stage 1 (reconstruction only), g_cnum 16, 64 px known box in a 128 px canvas, "
+                "trained on the built-in scenes on a 2-core CPU",
+    default_for=("outpaint",),
+))
