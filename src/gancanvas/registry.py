@@ -156,8 +156,46 @@ register_pretrained(PretrainedSpec(
     file="srn-scenes.safetensors",
     config="configs/srn/scenes-128-small.yaml",
     command=("gancanvas train configs/srn/scenes-128-small.yaml --run-dir runs/srn-scenes"
-             " && python scripts/release_model.py runs/srn-scenes src/gancanvas/pretrained/srn-scenes.safetensors"),
+             " && python scripts/release_model.py runs/srn-scenes"
+             " src/gancanvas/pretrained/srn-scenes.safetensors"),
     description="SRN stage 1 (reconstruction only), g_cnum 16, 64 px known box in a 128 px canvas, "
                 "trained on the built-in scenes on a 2-core CPU",
     default_for=("outpaint",),
+))
+
+register_pretrained(PretrainedSpec(
+    name="pix2pixhd-scenes",
+    arch="pix2pixhd",
+    file="pix2pixhd-scenes.safetensors",
+    config="configs/pix2pixhd/scenes-128-small.yaml",
+    command=("gancanvas train configs/pix2pixhd/scenes-128-small.yaml --run-dir runs/pix2pixhd-scenes"
+             " && python scripts/release_model.py runs/pix2pixhd-scenes"
+             " src/gancanvas/pretrained/pix2pixhd-scenes.safetensors --palette scenes"),
+    description="pix2pixHD global generator, ngf 16, no VGG loss, trained on the built-in scenes at 128 px "
+                "on a 2-core CPU",
+    default_for=("synthesize",),
+))
+
+register_pretrained(PretrainedSpec(
+    name="spade-scenes",
+    arch="spade",
+    file="spade-scenes.safetensors",
+    config="configs/spade/scenes-128-small.yaml",
+    command=("gancanvas train configs/spade/scenes-128-small.yaml --run-dir runs/spade-scenes"
+             " && python scripts/release_model.py runs/spade-scenes"
+             " src/gancanvas/pretrained/spade-scenes.safetensors --palette scenes"),
+    description="SPADE, ngf 8, 1x1 SPADE embeddings, no VAE or VGG loss, trained on the built-in scenes at "
+                "128 px on a 2-core CPU",
+))
+
+register_pretrained(PretrainedSpec(
+    name="sean-scenes",
+    arch="sean",
+    file="sean-scenes.safetensors",
+    config="configs/sean/scenes-128-small.yaml",
+    command=("gancanvas train configs/sean/scenes-128-small.yaml --run-dir runs/sean-scenes"
+             " && python scripts/release_model.py runs/sean-scenes"
+             " src/gancanvas/pretrained/sean-scenes.safetensors --palette scenes"),
+    description="SEAN, ngf 8, style codes of 16, no VGG loss, trained as a reconstruction on the built-in "
+                "scenes at 128 px on a 2-core CPU",
 ))
