@@ -497,3 +497,20 @@ def test_cluster_features_over_scenes(tmp_path):
     m.set_clusters(centres)
     assert sorted(m.clusters()) == sorted(centres)
     assert cluster_features(m, tmp_path / "scenes", k=2, seed=0).keys() == centres.keys()
+
+
+def test_inference_fast_path_matches_the_autograd_forward(monkeypatch):
+    # In-place instance norm (large maps) and in-place residual sums run only without autograd;
+    # force them on for every map size and compare with the plain forward.
+    from gancanvas.models import pix2pixhd as p2p
+
+    monkeypatch.setattr(p2p, "INPLACE_NORM_NUMEL", 1)
+    torch.manual_seed(0)
+    g = p2p.GlobalGenerator(5, 3, ngf=4, n_downsampling=2, n_blocks=2).eval()
+    x = torch.randn(2, 5, 32, 48)
+    with torch.enable_grad():
+        ref = g(x.clone().requires_grad_(True)).detach()
+    with torch.inference_mode():
+        fast = g(x.clone())
+    assert torch.allclose(fast, ref, atol=1e-5), (fast - ref).abs().max()
+    assert not torch.equal(fast, torch.zeros_like(fast))

@@ -21,7 +21,6 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-import cv2
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -138,6 +137,8 @@ def _is_16bit_colour(img: Image.Image) -> bool:
 
 def _cv2_decode(data: bytes) -> np.ndarray | None:
     """Decode with OpenCV keeping bit depth and alpha; returns RGB(A) channel order, or None."""
+    import cv2  # imported here: OpenCV adds ~15 MiB to every process that only runs models
+
     arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if arr is None:
         return None
@@ -369,6 +370,8 @@ def check_mask(
             )
         # INTER_NEAREST_EXACT samples pixel centres like Pillow's NEAREST; plain INTER_NEAREST is
         # shifted by half a pixel.
+        import cv2
+
         resized = cv2.resize(
             mask.astype(np.uint8), (target[1], target[0]), interpolation=cv2.INTER_NEAREST_EXACT
         )

@@ -122,10 +122,13 @@ class Pix2PixHDConfig:
         return self.semantic_nc + (self.feat_num if self.use_features else 0)
 
 
+INPLACE_NORM_NUMEL = 1 << 24  # 64 MiB of float32: the full- and half-resolution maps at 512x1024
+
+
 class InstanceNorm2d(nn.InstanceNorm2d):
     """Instance norm without affine parameters (the official default: checkpoints hold no norm keys).
 
-    Without autograd it normalises its input in place: inside the generator that input is always a
+    Without autograd it normalises large inputs in place: inside the generator that input is always a
     fresh conv output nobody else holds, and at 512x1024 this saves one full-resolution activation
     (128 MiB at ngf 64) of peak memory against the official network.
     """
@@ -134,7 +137,9 @@ class InstanceNorm2d(nn.InstanceNorm2d):
         super().__init__(num_features, affine=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.is_grad_enabled() and x.requires_grad:
+        # In place only for large maps: there it saves memory at a ~10 % cost on the norm; on small
+        # deep maps (the residual blocks) the native kernel is twice as fast as var_mean.
+        if (torch.is_grad_enabled() and x.requires_grad) or x.numel() < INPLACE_NORM_NUMEL:
             return super().forward(x)
         var, mean = torch.var_mean(x, dim=(-2, -1), keepdim=True, correction=0)
         return x.sub_(mean).mul_(var.add_(self.eps).rsqrt_())
