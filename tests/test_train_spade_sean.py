@@ -210,7 +210,9 @@ def test_ttur_optimizers(tmp_path, arch):
     c = load_config(ROOT / arch / "scenes-256.yaml")
     assert c.model.options["ngf"] == 64 and c.data.size == 256 and not c.loss["no_vgg"]
     small = load_config(ROOT / arch / "scenes-128-small.yaml")
-    assert small.loss["no_vgg"] and small.train.total_steps == 3000 and small.loss["niter_decay"] == 1500
+    # The shipped models' schedules (the SPADE run was shortened to fit the CPU budget).
+    steps = {"spade": (2000, 1000), "sean": (3000, 1500)}[arch]
+    assert small.loss["no_vgg"] and (small.train.total_steps, small.loss["niter_decay"]) == steps
 
 
 def test_linear_learning_rate_decay_keeps_the_ttur_ratio(tmp_path):
