@@ -31,7 +31,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from ...errors import CheckpointError, ConfigError, MissingWeightsError
@@ -39,6 +38,7 @@ from ...losses.gan import adversarial_loss, feature_matching_loss
 from ...weights import load_state_strict
 from . import register_recipe
 from .base import Phase, Recipe
+from .label_maps import check_label_loss_options, colour_labels
 
 GAN_MODES = ("lsgan", "vanilla")
 
@@ -70,16 +70,7 @@ class Pix2PixHDRecipe(Recipe):
     def __init__(self, cfg):
         super().__init__(cfg)
         c, m = self.loss_cfg, self.model_cfg
-        if c.gan_mode not in GAN_MODES:
-            raise ConfigError(f"loss.gan_mode must be one of {', '.join(GAN_MODES)}, got '{c.gan_mode}'")
-        if c.aspect <= 0:
-            raise ConfigError(f"loss.aspect (width / height) must be positive, got {c.aspect}")
-        if c.vgg_channel_divisor < 1:
-            raise ConfigError(f"loss.vgg_channel_divisor must be >= 1, got {c.vgg_channel_divisor}")
-        total = cfg.steps()
-        if not 0 <= c.niter_decay <= total:
-            raise ConfigError(f"loss.niter_decay must be in 0..{total} (the training steps), "
-                              f"got {c.niter_decay}")
+        check_label_loss_options(c, cfg, GAN_MODES)
         if c.niter_fix_global < 0:
             raise ConfigError(f"loss.niter_fix_global must be >= 0, got {c.niter_fix_global}")
         if c.niter_fix_global and m.n_local_enhancers == 0:
@@ -205,24 +196,13 @@ class Pix2PixHDRecipe(Recipe):
         return self._generate(G, batch).float()
 
     def visuals(self, G, batch):
-        cols = {"labels": self._colour(batch["labels"])}
+        cols = {"labels": colour_labels(batch["labels"], self.model_cfg.label_nc)}
         if not self.model_cfg.no_instance:
             from ...data.labels import instance_edges
 
             cols["edges"] = instance_edges(batch["instances"].unsqueeze(1))
         cols.update({"synthesized": self.complete(G, batch), "ground truth": batch["image"]})
         return cols
-
-    def _colour(self, labels: torch.Tensor) -> torch.Tensor:
-        """Label ids as colours in [-1, 1]: the scenes palette, then fixed random colours."""
-        from ...data.synthetic import PALETTE
-
-        n = max(self.model_cfg.label_nc, int(labels.max()) + 1)
-        table = np.random.RandomState(0).randint(0, 256, (n, 3)).astype(np.uint8)
-        k = min(n, len(PALETTE))
-        table[:k] = PALETTE[:k]
-        rgb = torch.from_numpy(table).to(labels.device)[labels.clamp_min(0)]
-        return rgb.permute(0, 3, 1, 2).float() / 127.5 - 1
 
     # --- checkpoints -------------------------------------------------------------------------
     def init_generator(self, G, tensors, meta, source):

@@ -32,13 +32,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from ...errors import ConfigError, MissingWeightsError
 from ...losses.gan import adversarial_loss, feature_matching_loss
 from . import register_recipe
 from .base import Phase, Recipe
+from .label_maps import check_label_loss_options, colour_labels
 
 GAN_MODES = ("hinge", "lsgan", "vanilla", "wgan")  # official hinge / ls / original / w
 DONTCARE_ID = 255  # the official "don't care" label id (SPADE / SEAN `contain_dontcare`)
@@ -69,18 +69,6 @@ def _float(preds):
     return [[f.float() for f in scale] for scale in preds]
 
 
-def colour_labels(labels: torch.Tensor, label_nc: int) -> torch.Tensor:
-    """Label ids (N, H, W) as N3HW colours in [-1, 1]: the scenes palette, then fixed random colours."""
-    from ...data.synthetic import PALETTE
-
-    n = max(label_nc, int(labels.max()) + 1)
-    table = np.random.RandomState(0).randint(0, 256, (n, 3)).astype(np.uint8)
-    k = min(n, len(PALETTE))
-    table[:k] = PALETTE[:k]
-    rgb = torch.from_numpy(table).to(labels.device)[labels.clamp_min(0)]
-    return rgb.permute(0, 3, 1, 2).float() / 127.5 - 1
-
-
 def _sync_batchnorm_wanted(device_pref: str) -> bool:
     import torch.distributed as dist
 
@@ -97,16 +85,7 @@ class SPADERecipe(Recipe):
     def __init__(self, cfg):
         super().__init__(cfg)
         c, m = self.loss_cfg, self.model_cfg
-        if c.gan_mode not in GAN_MODES:
-            raise ConfigError(f"loss.gan_mode must be one of {', '.join(GAN_MODES)}, got '{c.gan_mode}'")
-        if c.aspect <= 0:
-            raise ConfigError(f"loss.aspect (width / height) must be positive, got {c.aspect}")
-        if c.vgg_channel_divisor < 1:
-            raise ConfigError(f"loss.vgg_channel_divisor must be >= 1, got {c.vgg_channel_divisor}")
-        total = cfg.steps()
-        if not 0 <= c.niter_decay <= total:
-            raise ConfigError(f"loss.niter_decay must be in 0..{total} (the training steps), "
-                              f"got {c.niter_decay}")
+        check_label_loss_options(c, cfg, GAN_MODES)
         for key in ("lambda_feat", "lambda_vgg", "lambda_kld"):
             if getattr(c, key, 0.0) < 0:
                 raise ConfigError(f"loss.{key} must be >= 0, got {getattr(c, key)}")
