@@ -38,7 +38,7 @@ from ...losses.gan import adversarial_loss, feature_matching_loss
 from ...weights import load_state_strict
 from . import register_recipe
 from .base import Phase, Recipe
-from .label_maps import check_label_loss_options, colour_labels
+from .label_maps import check_label_loss_options, colour_labels, decay_learning_rates
 
 GAN_MODES = ("lsgan", "vanilla")
 
@@ -123,18 +123,8 @@ class Pix2PixHDRecipe(Recipe):
                                 instances=not m.no_instance or m.instance_feat)
 
     # --- schedule ----------------------------------------------------------------------------
-    def lr_factor(self, step: int) -> float:
-        """Learning-rate multiplier of the step after `step` steps: 1, then linear towards 0."""
-        n = self.loss_cfg.niter_decay
-        if n == 0:
-            return 1.0
-        return max(0.0, min(1.0, (self.cfg.steps() - step) / n))
-
     def on_step(self, step, optimizers):
-        t, f = self.cfg.train, self.lr_factor(step)
-        for key, opt in optimizers.items():
-            for group in opt.param_groups:
-                group["lr"] = (t.lr_g if key == "G" else t.lr_d) * f
+        decay_learning_rates(self.cfg, self.loss_cfg.niter_decay, step, optimizers)
         if self.staged and "G" in optimizers:
             opt = optimizers["G"]
             if step < self.loss_cfg.niter_fix_global:

@@ -38,7 +38,7 @@ from ...errors import ConfigError, MissingWeightsError
 from ...losses.gan import adversarial_loss, feature_matching_loss
 from . import register_recipe
 from .base import Phase, Recipe
-from .label_maps import check_label_loss_options, colour_labels
+from .label_maps import check_label_loss_options, colour_labels, decay_learning_rates
 
 GAN_MODES = ("hinge", "lsgan", "vanilla", "wgan")  # official hinge / ls / original / w
 DONTCARE_ID = 255  # the official "don't care" label id (SPADE / SEAN `contain_dontcare`)
@@ -145,18 +145,8 @@ class SPADERecipe(Recipe):
                                 instances=m.use_instance)
 
     # --- schedule ----------------------------------------------------------------------------
-    def lr_factor(self, step: int) -> float:
-        """Learning-rate multiplier of the step after `step` steps: 1, then linear towards 0."""
-        n = self.loss_cfg.niter_decay
-        if n == 0:
-            return 1.0
-        return max(0.0, min(1.0, (self.cfg.steps() - step) / n))
-
     def on_step(self, step, optimizers):
-        t, f = self.cfg.train, self.lr_factor(step)
-        for key, opt in optimizers.items():
-            for group in opt.param_groups:
-                group["lr"] = (t.lr_g if key == "G" else t.lr_d) * f
+        decay_learning_rates(self.cfg, self.loss_cfg.niter_decay, step, optimizers)
 
     # --- the generator -----------------------------------------------------------------------
     def semantic(self, G, batch) -> torch.Tensor:
