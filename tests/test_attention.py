@@ -227,6 +227,58 @@ def test_clean_tiled_equals_exact_on_odd_sizes():
         assert torch.equal(off, off0)
 
 
+def _count_batched(monkeypatch) -> list:
+    calls = []
+    real = attention._attend_batched
+    monkeypatch.setattr(attention, "_attend_batched", lambda *a: calls.append(1) or real(*a))
+    return calls
+
+
+@pytest.mark.parametrize("shapes", TILE_SHAPES)
+@pytest.mark.parametrize("opts", [{}, dict(fuse=False), dict(ksize=1, fuse_k=5), dict(ksize=5, fuse_k=2)])
+def test_batched_form_equals_the_per_sample_form(shapes, opts, monkeypatch):
+    """Under autograd (and on GPUs) clean mode runs whole-batch tensor ops instead of per-sample
+    slice runs: the same y and offsets, a sample without any usable patch included."""
+    (n, c, hf, wf), (_, _, hb, wb) = shapes
+    g = torch.Generator().manual_seed(hf + wf)
+    f, b = torch.rand(n, c, hf, wf, generator=g), torch.rand(n, c, hb, wb, generator=g)
+    mask = (torch.rand(n, 1, hb, wb, generator=g) > 0.7).float()
+    mask[-1] = 1  # nothing to borrow from in the last sample
+    calls = _count_batched(monkeypatch)
+    y0, off0 = contextual_attention(f, b, mask, **opts)  # no autograd: per-sample form
+    assert not calls
+    y, off = contextual_attention(f.requires_grad_(), b, mask, **opts)
+    assert calls == [1]
+    assert torch.allclose(y.detach(), y0, atol=1e-5, rtol=0) and torch.equal(off, off0)
+    assert (y0[-1] == 0).all() and (off0[-1] == 0).all()
+
+
+def test_batched_form_gradients_equal_the_tiled_form(monkeypatch):
+    f, b, mask = random_case(2, 3, 14, 18, seed=8)
+    f, b = f.double().requires_grad_(), b.double().requires_grad_()
+    calls = _count_batched(monkeypatch)
+    y, _ = contextual_attention(f, b, mask.double())
+    grads = torch.autograd.grad((y * y).sum(), (f, b))
+    assert calls == [1]
+    y_t, _ = contextual_attention(f, b, mask.double(), tile=9)  # per-sample, checkpointed tiles
+    grads_t = torch.autograd.grad((y_t * y_t).sum(), (f, b))
+    assert calls == [1]
+    assert torch.allclose(y, y_t, atol=1e-12)
+    for gb, gt in zip(grads, grads_t):
+        assert torch.allclose(gb, gt, atol=1e-10)
+
+
+def test_batched_form_gives_way_to_bounded_memory(monkeypatch):
+    f, b, mask = random_case(2, 3, 16, 16, seed=3)
+    calls = _count_batched(monkeypatch)
+    monkeypatch.setattr(attention, "BATCHED_MAX_SCORES", 2 * 64 * 64 - 1)  # one element too few
+    y, off = contextual_attention(f.requires_grad_(), b, mask)
+    assert not calls
+    monkeypatch.setattr(attention, "BATCHED_MAX_SCORES", 2 * 64 * 64)
+    y2, off2 = contextual_attention(f, b, mask)
+    assert calls == [1] and torch.allclose(y, y2, atol=1e-5) and torch.equal(off, off2)
+
+
 def test_auto_tile_bounds_the_workspace(monkeypatch):
     f, b, mask = random_case(1, 4, 32, 32, seed=4)
     y0, off0 = contextual_attention(f, b, mask, tile="auto")  # small input: one tile

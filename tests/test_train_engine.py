@@ -347,6 +347,24 @@ def test_sigterm_checkpoints_and_resume(toy_config, tmp_path):
     assert [r["step"] for r in _lines(run_dir) if r["kind"] == "train"] == list(range(1, 31))
 
 
+def test_sigterm_to_every_process_with_loader_workers(toy_config, tmp_path):
+    """A batch scheduler's stop (or `pkill -f`) signals the loader workers too, not only the
+    trainer: the run must still end cleanly with a checkpoint of the step it stopped at."""
+    run_dir = tmp_path / "group"
+    proc = _spawn_training(toy_config, run_dir, *SLOW, "train.ckpt_every=0", "train.workers=2")
+    _wait_for(lambda: _train_steps(run_dir) >= 3, proc)
+    children = [int(c) for t in Path(f"/proc/{proc.pid}/task").iterdir()
+                for c in (t / "children").read_text().split()]
+    assert len(children) >= 2  # the loader workers
+    for pid in [proc.pid, *children]:  # the trainer first, as pkill does (PID order)
+        os.kill(pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err[-2000:]
+    assert "stopped at step" in err and "Traceback" not in err
+    step = int((run_dir / "last").read_text().strip().split("-")[1])
+    assert 3 <= step < 30
+
+
 def test_sigkill_leaves_a_loadable_checkpoint(toy_config, tmp_path):
     from gancanvas.train import checkpoint as ck
 

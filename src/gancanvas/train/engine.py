@@ -125,6 +125,14 @@ class StopSignal:
             signal.signal(sig, old)
 
 
+def _ignore_stop_signals(_worker_id: int) -> None:
+    """DataLoader workers leave SIGINT/SIGTERM to the trainer. A scheduler's stop, `pkill -f` or
+    a Ctrl-C reach the workers too; a worker that died of it would make the DataLoader raise in
+    the trainer mid-step, before its checkpoint. The trainer shuts its workers down itself."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+
+
 # ----------------------------------------------------------------------------- the trainer
 class Trainer:
     def __init__(self, cfg: RunConfig, run_dir: Path, dist: Dist, *, resume: bool = False,
@@ -143,6 +151,12 @@ class Trainer:
                               f"{dist.world} processes")
         self.total_steps = cfg.steps()
         self.ema_beta = cfg.ema_beta()
+        if self.device.type == "cuda":
+            # Process-wide switches; a training process owns its GPU. cuDNN autotuning pays off
+            # because every step has the same shapes.
+            torch.backends.cuda.matmul.allow_tf32 = t.tf32
+            torch.backends.cudnn.allow_tf32 = t.tf32
+            torch.backends.cudnn.benchmark = t.tf32
         self.sketch = self._sketch_setting(config_name)
 
         # Networks: the same seed on every rank gives the same init (DDP would broadcast rank 0's anyway).
@@ -252,7 +266,7 @@ class Trainer:
         keys = SampleKeys(self.step * self.draws_per_step, t.batch_size, self.dist.rank, self.dist.world)
         return DataLoader(self.train_set, batch_size=t.batch_size // self.dist.world, sampler=keys,
                           num_workers=t.workers, pin_memory=self.device.type == "cuda",
-                          persistent_workers=False)
+                          persistent_workers=False, worker_init_fn=_ignore_stop_signals)
 
     def _to_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
