@@ -241,7 +241,7 @@ def main() -> None:
             continue
         gf = flops / 1e9 if isinstance(flops, float) else float("nan")
         ach = gf / r["seconds"]
-        print(f"| {s} | {r['seconds']:.2f} | {r['peak_mb']:.0f} | {gf:.1f} | {ach:.1f} | "
+        print(f"| {s} | {r['seconds']:.3g} | {r['peak_mb']:.0f} | {gf:.1f} | {ach:.1f} | "
               f"{100 * ach / best:.0f} % |")
 
     print("\n## Contextual attention alone (96 channels, rate 2), exact vs memory-bounded\n")
@@ -256,8 +256,8 @@ def main() -> None:
             a = torch.load(f"/tmp/_bench_ca_{hw}_None.pt")
             b = torch.load(f"/tmp/_bench_ca_{hw}_auto.pt")
             diff = float((a["y"] - b["y"]).abs().max())
-        exs = f"{ex['seconds']:.2f} | {ex['peak_mb']:.0f}" if "error" not in ex else f"failed | {ex['error']}"
-        tls = f"{tl['seconds']:.2f} | {tl['peak_mb']:.0f}" if "error" not in tl else f"failed | {tl['error']}"
+        exs = f"{ex['seconds']:.3g} | {ex['peak_mb']:.0f}" if "error" not in ex else f"failed | {ex['error']}"
+        tls = f"{tl['seconds']:.3g} | {tl['peak_mb']:.0f}" if "error" not in tl else f"failed | {tl['error']}"
         print(f"| {s} | {hw}x{hw} | {exs} | {tls} | {diff:.2e} |")
 
 

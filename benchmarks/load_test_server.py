@@ -5,7 +5,7 @@
     python benchmarks/load_test_server.py --model path/to/model.safetensors --queue-size 8
 
 The server runs in its own process (`gancanvas serve` on 127.0.0.1, a free port) with a DeepFill v2
-generator (random weights, cnum 16 like the built-in model, unless --model is given), so its peak
+generator (random weights, cnum 16 unless --cnum; the built-in model is cnum 32), so its peak
 memory is its own. Each round sends `--requests` requests at once (an image of the built-in scenes
 and a free-form hole) and waits for every answer, each within `--timeout` seconds; the whole run is
 bounded by `--deadline`.

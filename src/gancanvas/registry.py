@@ -142,11 +142,11 @@ register_pretrained(PretrainedSpec(
     name="deepfill-v2-scenes",
     arch="deepfill_v2",
     file="deepfill-v2-scenes.safetensors",
-    config="configs/deepfill_v2/scenes-128-small.yaml",
-    command=("gancanvas train configs/deepfill_v2/scenes-128-small.yaml --run-dir runs/deepfill-v2-scenes"
-             " && python scripts/release_model.py runs/deepfill-v2-scenes"
+    config="configs/deepfill_v2/scenes-256-gpu.yaml",
+    command=("gancanvas train configs/deepfill_v2/scenes-256-gpu.yaml --run-dir runs/deepfill-v2-scenes-gpu"
+             " && python scripts/release_model.py runs/deepfill-v2-scenes-gpu"
              " src/gancanvas/pretrained/deepfill-v2-scenes.safetensors"),
-    description="DeepFill v2, cnum 16, trained on the built-in scenes at 128 px on a 2-core CPU",
+    description="DeepFill v2, cnum 32, trained on the built-in scenes at 256 px for 14 minutes on one GPU",
     default_for=("inpaint",),
 ))
 
