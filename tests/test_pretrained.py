@@ -32,20 +32,21 @@ def default_model():
 
 def test_default_model_fills_holes_from_context(default_model):
     # Held-out scenes (seed 1 is never used by the training config's seed-0 scenes) with fixed
-    # free-form holes at the training size: the fill must be closer to the truth than the best
-    # constant fill (the mean colour of the known pixels), and leave the known pixels alone.
-    sampler = MaskSampler("free-form", min_width=6, max_width=20)
+    # free-form holes (the official brush) at the training size: the fill must be much closer to the
+    # truth than the best constant fill (the mean colour of the known pixels), and leave the known
+    # pixels alone. Measured: 0.36 of the constant fill's error (OpenCV Telea: 0.34).
+    sampler = MaskSampler("free-form")
     ours, constant = [], []
     for i in range(4):
-        scene = render_scene(1_000_003 + i, 128, 128)
-        hole = sampler.sample(128, 128, np.random.default_rng(i)) > 0
+        scene = render_scene(1_000_003 + i, 256, 256)
+        hole = sampler.sample(256, 256, np.random.default_rng(i)) > 0
         out = default_model.inpaint(scene.image, hole)
         assert np.array_equal(out[~hole], scene.image[~hole])
         truth = scene.image[hole].astype(np.float64)
         ours.append(np.abs(out[hole].astype(np.float64) - truth).mean())
         fill = scene.image[~hole].astype(np.float64).mean(axis=0)
         constant.append(np.abs(fill - truth).mean())
-    assert np.mean(ours) < 0.8 * np.mean(constant), (ours, constant)
+    assert np.mean(ours) < 0.5 * np.mean(constant), (ours, constant)
 
 
 def test_default_outpaint_model_beats_reflection_padding():
