@@ -61,8 +61,8 @@ class TrainSection:
     lr_d: float = 1e-4
     betas: list[float] = field(default_factory=lambda: [0.5, 0.999])
     amp: str = "none"  # none | fp16 (one GradScaler per optimizer) | bf16
-    # CUDA only: TF32 matmuls/convolutions and cuDNN autotuning (fixed training sizes). Off gives
-    # bit-stable fp32 kernels at about half the speed on Ampere and later GPUs.
+    # CUDA only: TF32 matmuls/convolutions and cuDNN autotuning (training sizes are fixed). Off:
+    # full-precision fp32 kernels and cuDNN's default algorithm choice (slower).
     tf32: bool = True
     ema_beta: float = 0.999  # generator EMA decay per G step
     ema_halflife_kimg: float = 0.0  # > 0: overrides ema_beta (decay = 0.5 ** (batch / (1000 * halflife)))
