@@ -279,6 +279,20 @@ def test_batched_form_gives_way_to_bounded_memory(monkeypatch):
     assert calls == [1] and torch.allclose(y, y2, atol=1e-5) and torch.equal(off, off2)
 
 
+def test_kept_workspace_survives_a_switch_out_of_inference_mode():
+    # The score buffers kept between calls must not leak inference tensors into no_grad calls
+    # (a CLI command under inference_mode, then a no_grad call in the same process).
+    attention.release_workspace()
+    f, b, mask = random_case(1, 4, 16, 16, seed=6)
+    with torch.inference_mode():
+        y0, off0 = contextual_attention(f, b, mask)
+    with torch.no_grad():
+        y, off = contextual_attention(f, b, mask)
+    with torch.inference_mode():
+        y2, _ = contextual_attention(f, b, mask)
+    assert torch.equal(y, y0) and torch.equal(off, off0) and torch.equal(y2, y0)
+
+
 def test_auto_tile_bounds_the_workspace(monkeypatch):
     f, b, mask = random_case(1, 4, 32, 32, seed=4)
     y0, off0 = contextual_attention(f, b, mask, tile="auto")  # small input: one tile

@@ -405,7 +405,9 @@ _kept = threading.local()
 
 
 def _workspace_buffers(numel: int, like: torch.Tensor) -> list[torch.Tensor]:
-    key = (like.device, like.dtype)
+    # Buffers made under torch.inference_mode() are inference tensors, which may not be written
+    # outside it (and the other way round is fine but would pin the wrong kind): one pair per mode.
+    key = (like.device, like.dtype, torch.is_inference_mode_enabled())
     bufs = getattr(_kept, "bufs", None)
     if bufs is not None and _kept.key == key and bufs[0].numel() >= numel:
         return bufs
