@@ -255,16 +255,13 @@ def write_margin_set(out_dir, *, size: int | Sequence[int], known: int | Sequenc
     -> byte-identical files. Atomic writes, manifest last; writing the same set again rewrites it,
     a different set in the folder is an InputError unless ``overwrite=True``.
     """
-    import hashlib
     import io as _io
-    import json
     from pathlib import Path
 
-    import PIL
     from PIL import Image
 
     from ..errors import ConfigError
-    from ..utils.fs import atomic_write
+    from . import filesets
     from .outpaint_datasets import MARGIN_MODES, check_margin_sampling
 
     big_h, big_w = _set_pair(size, "size")
@@ -281,26 +278,11 @@ def write_margin_set(out_dir, *, size: int | Sequence[int], known: int | Sequenc
     except ConfigError as err:
         raise InputError(str(err)) from None
     out = Path(out_dir)
-    manifest_path = out / "manifest.json"
     identity = {"format": MARGIN_SET_FORMAT, "version": MARGIN_SET_VERSION, "size": [big_h, big_w],
                 "known": [h, w], "count": int(count), "seed": int(seed), "mode": mode,
                 "sides": list(sides), "min_margin": [mt, ml], "bins": list(MARGIN_SET_BINS)}
-    old_files: list[str] = []
-    if manifest_path.exists():
-        try:
-            old = json.loads(manifest_path.read_text(encoding="utf-8"))
-            old_files = [Path(e["file"]).name for e in old["files"]]
-            same = all(old.get(k) == v for k, v in identity.items())
-        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
-            same = False
-        if not same and not overwrite:
-            raise InputError(f"{out}: already holds a different margin set (manifest.json); choose "
-                             "another folder or pass overwrite=True")
-    elif out.exists() and not out.is_dir():
-        raise InputError(f"{out}: exists and is not a folder")
-    out.mkdir(parents=True, exist_ok=True)
-    if manifest_path.exists():
-        manifest_path.unlink()  # from here until the new one is written the folder is not a set
+    old_files = filesets.open_set(out, identity, "margin set", overwrite)
+    filesets.begin_set(out)
     entries = []
     for j in range(int(count)):
         m = margin_set_entry((big_h, big_w), (h, w), seed, j, mode, sides, (mt, ml))
@@ -308,21 +290,10 @@ def write_margin_set(out_dir, *, size: int | Sequence[int], known: int | Sequenc
         mask[m.top:m.top + h, m.left:m.left + w] = 0
         bio = _io.BytesIO()
         Image.fromarray(mask).save(bio, format="PNG")
-        buf = bio.getvalue()
-        name = f"{j:05d}.png"
-        with atomic_write(out / name, "wb") as f:
-            f.write(buf)
         n_sides = sum(1 for v in m if v > 0)
-        entries.append({"file": name, "margins": list(m), "bin": n_sides - 1,
-                        "area_pct": round(100.0 * (1 - h * w / (big_h * big_w)), 4),
-                        "sha256": hashlib.sha256(buf).hexdigest()})
-    for name in sorted(set(old_files) - {e["file"] for e in entries}):
-        (out / name).unlink(missing_ok=True)
-    manifest = {**identity, "created_with": {"numpy": np.__version__, "pillow": PIL.__version__},
-                "files": entries}
-    with atomic_write(manifest_path, "w") as f:
-        f.write(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
-    return manifest
+        entries.append({**filesets.write_file(out, j, bio.getvalue()), "margins": list(m), "bin": n_sides - 1,
+                        "area_pct": round(100.0 * (1 - h * w / (big_h * big_w)), 4)})
+    return filesets.finish_set(out, identity, entries, old_files)
 
 
 def read_margin_set(directory, *, verify: bool = False) -> dict:
@@ -332,30 +303,16 @@ def read_margin_set(directory, *, verify: bool = False) -> dict:
     file that is missing, or margins that do not place the known box on the canvas; with
     ``verify=True`` also each mask file's sha256.
     """
-    import hashlib
-    import json
     from pathlib import Path
 
+    from . import filesets
+
     d = Path(directory)
-    mp = d / "manifest.json"
-    if not d.is_dir():
-        raise InputError(f"{d}: no such margin set folder")
-    if not mp.is_file():
-        raise InputError(f"{d}: not a margin set (no manifest.json; write one with `gancanvas data margins`)")
-    try:
-        man = json.loads(mp.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise InputError(f"{mp}: corrupt manifest ({' '.join(str(exc).split())})") from None
-    if not isinstance(man, dict) or man.get("format") != MARGIN_SET_FORMAT:
-        fmt = man.get("format") if isinstance(man, dict) else None
-        hint = " (a mask set: evaluate inpainting models with --masks)" if fmt == "gancanvas-mask-set" else ""
-        raise InputError(f"{mp}: not a {MARGIN_SET_FORMAT} manifest{hint}")
-    missing = [k for k in ("version", "size", "known", "count", "seed", "bins", "files") if k not in man]
-    if missing:
-        raise InputError(f"{mp}: corrupt manifest (missing {', '.join(missing)})")
-    if man["version"] != MARGIN_SET_VERSION:
-        raise InputError(f"{mp}: margin set version {man['version']!r} is not supported (this gancanvas "
-                         f"reads version {MARGIN_SET_VERSION})")
+    man, mp = filesets.read_manifest(
+        d, fmt=MARGIN_SET_FORMAT, version=MARGIN_SET_VERSION,
+        keys=("version", "size", "known", "count", "seed", "bins", "files"), what="margin set",
+        how_to_make="write one with `gancanvas data margins`",
+        hints={"gancanvas-mask-set": " (a mask set: evaluate inpainting models with --masks)"})
     try:
         big_h, big_w = (int(v) for v in man["size"])
         h, w = (int(v) for v in man["known"])
@@ -366,19 +323,13 @@ def read_margin_set(directory, *, verify: bool = False) -> dict:
         raise InputError(f"{mp}: corrupt manifest (count is {man['count']} but files lists {len(files)})")
     for i, e in enumerate(files):
         try:
-            name, m = e["file"], Margins(*(int(v) for v in e["margins"]))
-            if not 0 <= int(e["bin"]) < len(man["bins"]):
+            m = Margins(*(int(v) for v in e["margins"]))
+            if "file" not in e or not 0 <= int(e["bin"]) < len(man["bins"]):
                 raise ValueError
         except (TypeError, ValueError, KeyError):
             raise InputError(f"{mp}: corrupt manifest (entry {i} needs file, margins and bin)") from None
-        if not isinstance(name, str) or Path(name).name != name:
-            raise InputError(f"{mp}: corrupt manifest (entry {i}: bad file name {name!r})")
         if min(m) < 0 or m.canvas_size(h, w) != (big_h, big_w):
             raise InputError(f"{mp}: corrupt manifest (entry {i}: margins {tuple(m)} do not place the "
                              f"{h}x{w} known box on the {big_h}x{big_w} canvas)")
-        fp = d / name
-        if not fp.is_file():
-            raise InputError(f"{fp}: listed in the manifest but missing")
-        if verify and "sha256" in e and hashlib.sha256(fp.read_bytes()).hexdigest() != e["sha256"]:
-            raise InputError(f"{fp}: content differs from the manifest (sha256 mismatch)")
+        filesets.check_listed_file(d, mp, i, e, verify)
     return man

@@ -12,10 +12,8 @@ not flipping is what the official code really does).
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 import io
-import json
 import math
 import os
 from collections.abc import Sequence
@@ -24,11 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import PIL
 from PIL import Image, ImageDraw
 
 from ..errors import ConfigError, InputError
-from ..utils.fs import atomic_write
+from . import filesets
 
 __all__ = [
     "Stroke",
@@ -470,7 +467,6 @@ def write_mask_set(
     count = int(count)
     sampler = MaskSampler(kind, **(params or {}))
     out = Path(out_dir)
-    manifest_path = out / "manifest.json"
     identity = {
         "format": MASK_SET_FORMAT,
         "version": MASK_SET_VERSION,
@@ -481,49 +477,18 @@ def write_mask_set(
         "params": _jsonable(sampler.params),
         "bins": [[lo, hi] for lo, hi in bins_],
     }
-    old_files: list[str] = []
-    if manifest_path.exists():
-        try:
-            old = json.loads(manifest_path.read_text(encoding="utf-8"))
-            old_files = [Path(e["file"]).name for e in old["files"]]
-            same = all(old.get(k) == v for k, v in identity.items())
-        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
-            same = False
-        if not same and not overwrite:
-            raise InputError(
-                f"{out}: already holds a different mask set (manifest.json); "
-                "choose another folder or pass overwrite=True"
-            )
-
+    old_files = filesets.open_set(out, identity, "mask set", overwrite)
     per_bin, extra = divmod(count, len(bins_))
     targets = [per_bin + (1 if i < extra else 0) for i in range(len(bins_))]
     rng = np.random.default_rng(int(seed))
     accepted = _draw_set(sampler, h, w, targets, bins_, rng)
 
-    out.mkdir(parents=True, exist_ok=True)
-    # The old manifest goes first: from here until the new one is written the folder is not a set.
-    if manifest_path.exists():
-        manifest_path.unlink()
+    filesets.begin_set(out)
     entries = []
     for b, masks in enumerate(accepted):
         for buf, area in masks:
-            name = f"{len(entries):05d}.png"
-            with atomic_write(out / name, "wb") as f:
-                f.write(buf)
-            digest = hashlib.sha256(buf).hexdigest()
-            entries.append({"file": name, "area_pct": area, "bin": b, "sha256": digest})
-    for name in sorted(set(old_files) - {e["file"] for e in entries}):
-        (out / name).unlink(missing_ok=True)
-
-    manifest = {
-        **identity,
-        # Other numpy/Pillow versions may draw other pixels; the versions say why if they do.
-        "created_with": {"numpy": np.__version__, "pillow": PIL.__version__},
-        "files": entries,
-    }
-    with atomic_write(manifest_path, "w") as f:
-        f.write(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
-    return manifest
+            entries.append({**filesets.write_file(out, len(entries), buf), "area_pct": area, "bin": b})
+    return filesets.finish_set(out, identity, entries, old_files)
 
 
 def _png_bytes(u8: np.ndarray) -> bytes:
@@ -553,25 +518,10 @@ def read_mask_set(directory: str | os.PathLike, *, verify: bool = False) -> dict
     line naming the problem (missing or corrupt manifest, unknown version, missing file, ...).
     """
     d = Path(directory)
-    mp = d / "manifest.json"
-    if not d.is_dir():
-        raise InputError(f"{d}: no such mask set folder")
-    if not mp.is_file():
-        raise InputError(f"{d}: not a mask set (no manifest.json; create one with write_mask_set)")
-    try:
-        manifest = json.loads(mp.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise InputError(f"{mp}: corrupt manifest ({' '.join(str(exc).split())})") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != MASK_SET_FORMAT:
-        raise InputError(f"{mp}: not a {MASK_SET_FORMAT} manifest")
-    missing = [k for k in _MANIFEST_KEYS if k not in manifest]
-    if missing:
-        raise InputError(f"{mp}: corrupt manifest (missing {', '.join(missing)})")
-    if manifest["version"] != MASK_SET_VERSION:
-        raise InputError(
-            f"{mp}: mask set version {manifest['version']!r} is not supported (this gancanvas reads "
-            f"version {MASK_SET_VERSION})"
-        )
+    manifest, mp = filesets.read_manifest(
+        d, fmt=MASK_SET_FORMAT, version=MASK_SET_VERSION, keys=_MANIFEST_KEYS, what="mask set",
+        how_to_make="create one with `gancanvas data masks` or write_mask_set",
+        hints={"gancanvas-margin-set": " (a margin set: evaluate outpainting models with --margins)"})
     try:
         bins = _check_bins(manifest["bins"])
     except ConfigError as exc:
@@ -583,14 +533,7 @@ def read_mask_set(directory: str | os.PathLike, *, verify: bool = False) -> dict
     for i, e in enumerate(files):
         if not isinstance(e, dict) or not {"file", "area_pct", "bin"} <= set(e):
             raise InputError(f"{mp}: corrupt manifest (entry {i} needs file, area_pct and bin)")
-        name = e["file"]
-        if not isinstance(name, str) or Path(name).name != name:
-            raise InputError(f"{mp}: corrupt manifest (entry {i}: bad file name {name!r})")
         if not isinstance(e["bin"], int) or not 0 <= e["bin"] < len(bins):
             raise InputError(f"{mp}: corrupt manifest (entry {i}: bin {e['bin']!r} out of range)")
-        fp = d / name
-        if not fp.is_file():
-            raise InputError(f"{fp}: listed in the manifest but missing")
-        if verify and "sha256" in e and hashlib.sha256(fp.read_bytes()).hexdigest() != e["sha256"]:
-            raise InputError(f"{fp}: content differs from the manifest (sha256 mismatch)")
+        filesets.check_listed_file(d, mp, i, e, verify)
     return manifest
