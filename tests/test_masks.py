@@ -346,3 +346,17 @@ def test_read_mask_set_errors(tmp_path):
     (tmp_path / "00003.png").unlink()
     with pytest.raises(InputError, match="00003.png: listed in the manifest but missing"):
         M.read_mask_set(tmp_path)
+
+
+def test_mask_and_margin_sets_tell_each_other_apart(tmp_path):
+    from gancanvas.data.margins import read_margin_set, write_margin_set
+
+    write_margin_set(tmp_path / "margins", size=32, known=16, count=2, seed=0)
+    M.write_mask_set(tmp_path / "masks", kind="free-form", size=64, count=2, seed=0)
+    with pytest.raises(InputError, match="not a gancanvas-mask-set manifest .a margin set: .*--margins"):
+        M.read_mask_set(tmp_path / "margins")
+    with pytest.raises(InputError, match="not a gancanvas-margin-set manifest .a mask set: .*--masks"):
+        read_margin_set(tmp_path / "masks")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(InputError, match="exists and is not a folder"):
+        M.write_mask_set(tmp_path / "file", kind="free-form", size=32, count=2, seed=0)
