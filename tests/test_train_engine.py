@@ -30,6 +30,7 @@ from gancanvas.errors import CheckpointError, ConfigError
 from gancanvas.losses.gan import hinge_d_loss, hinge_g_loss
 from gancanvas.train import run
 from gancanvas.train.recipes import RECIPES, Phase, Recipe, register_recipe
+from train_helpers import assert_same_state, checkpoint_state, metrics_lines
 
 TESTS = Path(__file__).resolve().parent
 PYTHON = sys.executable
@@ -134,43 +135,6 @@ def toy_config(tmp_path) -> Path:
     return p
 
 
-def _state(ckpt: Path) -> dict[str, torch.Tensor]:
-    """Every tensor of a checkpoint: weights, EMA, optimizer and scaler states, flattened."""
-    out = {}
-    for f in sorted(ckpt.glob("*.safetensors")):
-        out.update({f"{f.stem}.{k}": v for k, v in load_file(str(f)).items()})
-    blob = torch.load(ckpt / "state.pt", weights_only=True)
-
-    def walk(prefix, x):
-        if isinstance(x, torch.Tensor):
-            out[prefix] = x
-        elif isinstance(x, dict):
-            for k, v in x.items():
-                walk(f"{prefix}.{k}", v)
-        elif isinstance(x, (list, tuple)):
-            for i, v in enumerate(x):
-                walk(f"{prefix}.{i}", v)
-        else:
-            out[prefix] = torch.tensor(float(x)) if isinstance(x, (int, float, bool)) else x
-
-    walk("opt", blob["optimizers"])
-    walk("scaler", blob["scalers"])
-    return out
-
-
-def _assert_same(a: dict, b: dict) -> None:
-    assert a.keys() == b.keys()
-    for k in a:
-        if isinstance(a[k], torch.Tensor):
-            assert torch.equal(a[k], b[k]), k
-        else:
-            assert a[k] == b[k], k
-
-
-def _lines(run_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-
-
 # ----------------------------------------------------------------------------- (1) exact resume
 @pytest.mark.parametrize("workers, amp", [(0, "none"), (2, "none"), (0, "fp16")])
 def test_exact_resume(toy_config, tmp_path, workers, amp):
@@ -180,16 +144,17 @@ def test_exact_resume(toy_config, tmp_path, workers, amp):
     assert (half / "last").read_text().strip() == "step-00000002"
     run(toy_config, run_dir=half, resume=True, overrides=w)
     assert (half / "last").read_text().strip() == "step-00000004"
-    a, b = _state(straight / "checkpoints/step-00000004"), _state(half / "checkpoints/step-00000004")
+    a = checkpoint_state(straight / "checkpoints/step-00000004")
+    b = checkpoint_state(half / "checkpoints/step-00000004")
     assert any(k.startswith("G_ema.") for k in a) and any(k.startswith("opt.D.state") for k in a)
     assert any(k.startswith("scaler.G.") for k in a) == (amp == "fp16")
-    _assert_same(a, b)
+    assert_same_state(a, b)
     # ...and training did something: step 4 differs from step 2 in G, D and the EMA.
-    mid = _state(straight / "checkpoints/step-00000002")
+    mid = checkpoint_state(straight / "checkpoints/step-00000002")
     for net in ("G.", "D.", "G_ema."):
         assert any(not torch.equal(a[k], mid[k]) for k in a if k.startswith(net))
     # The log of the resumed run reads as one run: each step logged once.
-    steps = [r["step"] for r in _lines(half) if r["kind"] == "train"]
+    steps = [r["step"] for r in metrics_lines(half) if r["kind"] == "train"]
     assert steps == [1, 2, 3, 4]
 
 
@@ -289,7 +254,7 @@ def test_ddp_two_processes_gloo(toy_config, tmp_path):
             assert torch.equal(v, r1["final"][net][k]), (net, k)
         assert any(not torch.equal(v, r0["init"][net][k]) for k, v in r0["final"][net].items()), net
     assert (run_dir / "last").read_text().strip() == "step-00000003"
-    lines = _lines(run_dir)
+    lines = metrics_lines(run_dir)
     assert lines[0]["world_size"] == 2 and any(r["kind"] == "eval" for r in lines)
 
 
@@ -321,7 +286,7 @@ def _wait_for(pred, proc: subprocess.Popen, timeout: float = 60.0) -> None:
 
 def _train_steps(run_dir: Path) -> int:
     try:
-        return sum(1 for r in _lines(run_dir) if r["kind"] == "train")
+        return sum(1 for r in metrics_lines(run_dir) if r["kind"] == "train")
     except (OSError, ValueError):
         return 0
 
@@ -344,7 +309,7 @@ def test_sigterm_checkpoints_and_resume(toy_config, tmp_path):
     assert info["step"] == step
     run(toy_config, run_dir=run_dir, resume=True, overrides=[*SLOW[:1], "train.eval_every=0"])
     assert (run_dir / "last").read_text().strip() == "step-00000030"
-    assert [r["step"] for r in _lines(run_dir) if r["kind"] == "train"] == list(range(1, 31))
+    assert [r["step"] for r in metrics_lines(run_dir) if r["kind"] == "train"] == list(range(1, 31))
 
 
 def test_sigterm_to_every_process_with_loader_workers(toy_config, tmp_path):
@@ -441,7 +406,7 @@ def test_metrics_jsonl_tensorboard_and_model_file(toy_config, tmp_path):
 
     run_dir = run(toy_config, run_dir=tmp_path / "logs",
                   overrides=["train.ckpt_every=1", "train.keep_checkpoints=2"])
-    lines = _lines(run_dir)
+    lines = metrics_lines(run_dir)
     train = [r for r in lines if r["kind"] == "train"]
     assert [r["step"] for r in train] == [1, 2, 3, 4]
     for r in train:
@@ -474,7 +439,7 @@ def test_missing_tensorboard_warns_and_continues(toy_config, tmp_path, monkeypat
     monkeypatch.setattr(builtins, "__import__", no_tb)
     run_dir = run(toy_config, run_dir=tmp_path / "notb", overrides=["train.total_steps=1"])
     assert "TensorBoard is not installed" in capsys.readouterr().err
-    assert _lines(run_dir)[-1]["kind"] == "eval" and not (run_dir / "tb").exists()
+    assert metrics_lines(run_dir)[-1]["kind"] == "eval" and not (run_dir / "tb").exists()
 
 
 # ----------------------------------------------------------------------------- (7) --init

@@ -5,9 +5,6 @@ exact resume, the label datasets' determinism and one-line config errors."""
 
 from __future__ import annotations
 
-import json
-import os
-import signal
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +19,7 @@ from gancanvas.train import engine, run
 from gancanvas.train.config import load_config
 from gancanvas.train.recipes import Phase
 from gancanvas.train.recipes.pix2pixhd import Pix2PixHDRecipe
+from train_helpers import assert_exact_resume, metrics_lines, one_line, tiny_vgg19_file, train_batch
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs/pix2pixhd"
 TINY = CONFIGS / "tiny-test.yaml"
@@ -34,23 +32,9 @@ def _trainer(tmp_path, *overrides, init=None) -> engine.Trainer:
     return engine.Trainer(load_config(TINY, list(overrides)), tmp_path, engine.Dist(), init=init)
 
 
-def _batch(t: engine.Trainer, start: int = 0) -> dict[str, torch.Tensor]:
-    items = [t.train_set[n] for n in range(start, start + t.cfg.train.batch_size)]
-    return {k: torch.stack([it[k] for it in items]) for k in items[0]}
-
-
-def _one_line(err) -> str:
-    msg = str(err.value)
-    assert "\n" not in msg, msg
-    return msg
-
-
 @pytest.fixture(scope="module")
 def vgg_file(tmp_path_factory) -> Path:
-    from gancanvas.nn.vgg import make_random_vgg19_weights
-
-    return make_random_vgg19_weights(tmp_path_factory.mktemp("vgg") / "vgg19.safetensors", channel_divisor=16,
-                                     depth="relu5_1")
+    return tiny_vgg19_file(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +47,7 @@ def test_losses_follow_the_official_rules(tmp_path, vgg_file):
     t = _trainer(tmp_path, "loss.no_vgg=false", f"loss.vgg19_weights={vgg_file}",
                  "loss.vgg_channel_divisor=16")
     G, D = t.nets["G"], t.nets["D"]
-    batch = _batch(t)
+    batch = train_batch(t)
     gt = batch["image"]
     assert batch["labels"].dtype == torch.int64 and batch["instances"].dtype == torch.int64
     assert torch.equal(batch["mask"], torch.ones_like(gt[:, :1]))
@@ -101,7 +85,7 @@ def test_step_order_and_the_cached_fake(tmp_path):
     t = _trainer(tmp_path)
     assert [(p.name, p.new_batch) for p in t.phases] == [("G", True), ("D", False)]
     assert t.draws_per_step == 1
-    batch = _batch(t)
+    batch = train_batch(t)
     with torch.no_grad():
         before = t.nets["G"](batch["labels"], batch["instances"])
     seen = {}
@@ -123,7 +107,7 @@ def test_step_order_and_the_cached_fake(tmp_path):
 def test_overfits_a_fixed_batch_against_a_control(tmp_path):
     def l1_after(name, lr):
         t = _trainer(tmp_path / name, f"train.lr_g={lr}", "train.lr_d=0.0002")
-        batch = _batch(t)
+        batch = train_batch(t)
 
         def l1():
             with torch.no_grad():
@@ -146,7 +130,7 @@ def test_missing_vgg_weights_is_one_line_at_startup(tmp_path, monkeypatch, vgg_f
     monkeypatch.delenv("GANCANVAS_VGG19_WEIGHTS", raising=False)
     with pytest.raises(MissingWeightsError) as err:
         _trainer(tmp_path / "a", "loss.no_vgg=false")
-    msg = _one_line(err)
+    msg = one_line(err)
     assert "loss.vgg19_weights" in msg and "GANCANVAS_VGG19_WEIGHTS" in msg and "loss.no_vgg" in msg
     assert not (tmp_path / "a" / "checkpoints").exists()
     # The environment variable is the fallback.
@@ -171,7 +155,7 @@ def test_local_enhancer_stage_from_a_global_run(tmp_path, global_run):
         return {k: v.clone() for k, v in G.state_dict().items()}
 
     start = snapshot()
-    batches = [_batch(t, 2 * i) for i in range(4)]
+    batches = [train_batch(t, 2 * i) for i in range(4)]
     t.train_step([batches[0]])
     t.train_step([batches[1]])
     fixed = snapshot()
@@ -190,10 +174,10 @@ def test_local_enhancer_stage_from_a_global_run(tmp_path, global_run):
     # Through run(): `--init RUN/last`, and the stage without a local enhancer is refused.
     out = run(TINY, run_dir=tmp_path / "stage2", init=global_run / "last",
               overrides=[*LOCAL, "loss.niter_fix_global=1", "train.eval_every=0", "train.image_every=0"])
-    assert "step-00000002" in json.loads((out / "metrics.jsonl").read_text().splitlines()[0])["init"]
+    assert "step-00000002" in metrics_lines(out)[0]["init"]
     with pytest.raises(ConfigError) as err:
         _trainer(tmp_path / "bad", "loss.niter_fix_global=1")
-    assert "n_local_enhancers" in _one_line(err)
+    assert "n_local_enhancers" in one_line(err)
 
 
 def test_linear_learning_rate_decay(tmp_path):
@@ -218,52 +202,11 @@ def test_linear_learning_rate_decay(tmp_path):
     t.close()
 
 
-def _checkpoint_state(ckpt: Path) -> dict:
-    out = {}
-    for f in sorted(ckpt.glob("*.safetensors")):
-        out.update({f"{f.stem}.{k}": v for k, v in load_file(str(f)).items()})
-    blob = torch.load(ckpt / "state.pt", weights_only=True)
-
-    def walk(prefix, x):
-        if isinstance(x, dict):
-            for k, v in x.items():
-                walk(f"{prefix}.{k}", v)
-        elif isinstance(x, (list, tuple)):
-            for i, v in enumerate(x):
-                walk(f"{prefix}.{i}", v)
-        else:
-            out[prefix] = x
-
-    walk("opt", blob["optimizers"])
-    return out
-
-
-def test_exact_resume_across_the_stage_switch_and_decay(tmp_path, global_run, monkeypatch):
+def test_exact_resume_across_the_stage_switch_and_decay(tmp_path, global_run):
     over = [*LOCAL, "train.total_steps=4", "loss.niter_fix_global=2", "loss.niter_decay=3",
             "train.eval_every=0", "train.image_every=0", "train.keep_checkpoints=5"]
-    full = run(TINY, run_dir=tmp_path / "full", init=global_run / "last", overrides=over)
-    # Stopped by a signal after step 2 (the schedule depends on total_steps, so the first session
-    # must have the same one); the resumed session starts with the switch to joint training.
-    original = Pix2PixHDRecipe.on_step
-
-    def interrupt_at_2(self, step, optimizers):
-        original(self, step, optimizers)
-        if step == 1:
-            os.kill(os.getpid(), signal.SIGINT)
-
-    monkeypatch.setattr(Pix2PixHDRecipe, "on_step", interrupt_at_2)
-    half = run(TINY, run_dir=tmp_path / "half", init=global_run / "last", overrides=over)
-    assert (half / "last").read_text().strip() == "step-00000002"
-    monkeypatch.undo()
-    run(TINY, run_dir=half, resume=True, overrides=over)
-    a = _checkpoint_state(full / "checkpoints/step-00000004")
-    b = _checkpoint_state(half / "checkpoints/step-00000004")
-    assert a.keys() == b.keys()
-    for k in a:
-        if isinstance(a[k], torch.Tensor):
-            assert torch.equal(a[k], b[k]), k
-        else:
-            assert a[k] == b[k], k
+    # Stopped by a signal after step 2: the resumed session starts with the switch to joint training.
+    assert_exact_resume(TINY, tmp_path, Pix2PixHDRecipe, over, init=global_run / "last")
 
 
 def test_scene_data_is_a_function_of_the_key(tmp_path):
@@ -331,7 +274,7 @@ def test_official_layout_folder_crops_and_flips(tmp_path):
     # Ids out of range: one line at startup naming the file.
     with pytest.raises(InputError) as err:
         _trainer(tmp_path / "run2", *over, "model.options.label_nc=5")
-    assert "train_label" in _one_line(err) and "label_nc 5" in str(err.value)
+    assert "train_label" in one_line(err) and "label_nc 5" in str(err.value)
 
 
 @pytest.mark.parametrize("override, key", [
@@ -344,7 +287,7 @@ def test_official_layout_folder_crops_and_flips(tmp_path):
 def test_config_errors_are_one_line(tmp_path, override, key):
     with pytest.raises(GancanvasError) as err:
         _trainer(tmp_path, override)
-    assert key in _one_line(err)
+    assert key in one_line(err)
 
 
 def test_configs_load():
@@ -366,6 +309,6 @@ def test_instance_features_train_the_encoder_with_g(tmp_path):
     opt_params = {id(p) for g in t.opts["G"].param_groups for p in g["params"]}
     assert all(id(p) in opt_params for p in G.E.parameters())
     before = {k: v.clone() for k, v in G.E.state_dict().items()}
-    t.train_step([_batch(t)])
+    t.train_step([train_batch(t)])
     assert any(not torch.equal(v, before[k]) for k, v in G.E.state_dict().items())
     t.close()

@@ -5,8 +5,6 @@ exact resume, model files that `gancanvas.load` reads, and one-line config error
 
 from __future__ import annotations
 
-import os
-import signal
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +22,7 @@ from gancanvas.train import engine, run
 from gancanvas.train.config import load_config
 from gancanvas.train.recipes import Phase
 from gancanvas.train.recipes.spade import SPADERecipe
+from train_helpers import assert_exact_resume, metrics_lines, one_line, tiny_vgg19_file, train_batch
 
 ROOT = Path(__file__).resolve().parents[1] / "configs"
 TINY = {"spade": ROOT / "spade/tiny-test.yaml", "sean": ROOT / "sean/tiny-test.yaml"}
@@ -36,23 +35,9 @@ def _trainer(tmp_path, arch, *overrides) -> engine.Trainer:
     return engine.Trainer(load_config(TINY[arch], list(overrides)), tmp_path, engine.Dist())
 
 
-def _batch(t: engine.Trainer, start: int = 0) -> dict[str, torch.Tensor]:
-    items = [t.train_set[n] for n in range(start, start + t.cfg.train.batch_size)]
-    return {k: torch.stack([it[k] for it in items]) for k in items[0]}
-
-
-def _one_line(err) -> str:
-    msg = str(err.value)
-    assert "\n" not in msg, msg
-    return msg
-
-
 @pytest.fixture(scope="module")
 def vgg_file(tmp_path_factory) -> Path:
-    from gancanvas.nn.vgg import make_random_vgg19_weights
-
-    return make_random_vgg19_weights(tmp_path_factory.mktemp("vgg") / "vgg19.safetensors", channel_divisor=16,
-                                     depth="relu5_1")
+    return tiny_vgg19_file(tmp_path_factory)
 
 
 @pytest.mark.parametrize("arch", ["spade", "sean"])
@@ -63,9 +48,7 @@ def test_tiny_config_trains_end_to_end_and_loads(tmp_path, arch):
     else:
         run(TINY[arch], run_dir=out)
     assert (out / "last").read_text().strip() == "step-00000002"
-    import json
-
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    rows = metrics_lines(out)
     ev = [r for r in rows if r["kind"] == "eval"]
     assert ev and set(ev[-1]["metrics"]) == {"l1", "psnr", "ssim"}
     assert all(np.isfinite(v) for v in ev[-1]["metrics"].values())
@@ -90,7 +73,7 @@ def test_spade_losses_follow_the_official_rules(tmp_path, vgg_file):
     t = _trainer(tmp_path, "spade", "loss.no_vgg=false", f"loss.vgg19_weights={vgg_file}",
                  "loss.vgg_channel_divisor=16")
     G, D = t.nets["G"].eval(), t.nets["D"].eval()  # eval: no power iterations, fixed BN statistics
-    batch = _batch(t)
+    batch = train_batch(t)
     gt = batch["image"]
     assert gt.shape[-2:] == (32, 32) and torch.equal(batch["mask"], torch.ones_like(gt[:, :1]))
     with torch.no_grad():
@@ -124,7 +107,7 @@ def test_spade_losses_follow_the_official_rules(tmp_path, vgg_file):
 def test_spade_vae_adds_the_kl_term_and_validates_on_mu(tmp_path):
     t = _trainer(tmp_path, "spade", *VAE)
     G, D = t.nets["G"].eval(), t.nets["D"].eval()
-    batch = _batch(t)
+    batch = train_batch(t)
     gt = batch["image"]
     sem = G.semantic_input(batch["labels"], batch["instances"])
     with torch.no_grad():
@@ -153,7 +136,7 @@ def test_spade_vae_adds_the_kl_term_and_validates_on_mu(tmp_path):
     # SEAN has no KL term.
     with pytest.raises(GancanvasError) as err:
         _trainer(tmp_path / "sean", "sean", "loss.lambda_kld=0.05")
-    assert "lambda_kld" in _one_line(err)
+    assert "lambda_kld" in one_line(err)
 
 
 @pytest.mark.parametrize("arch, extra", [("spade", []), ("spade", VAE), ("sean", [])])
@@ -161,7 +144,7 @@ def test_d_phase_regenerates_the_fake_with_the_updated_g(tmp_path, arch, extra):
     t = _trainer(tmp_path, arch, *extra)
     assert [(p.name, p.net, p.new_batch) for p in t.phases] == [("G", "G", True), ("D", "D", False)]
     G, D = t.nets["G"], t.nets["D"]
-    batch = _batch(t)
+    batch = train_batch(t)
     probe = G.conv_img.weight
     calls, d_inputs = [], []
     g_forward, d_forward = G.forward, D.forward
@@ -199,7 +182,7 @@ def test_ttur_optimizers(tmp_path, arch):
         group = t.opts[key].param_groups[0]
         assert group["lr"] == pytest.approx(lr)
         assert group["betas"] == (0.0, 0.9) and all(type(b) is float for b in group["betas"])
-    t.train_step([_batch(t)])  # an int beta would raise a TypeError in Adam here
+    t.train_step([train_batch(t)])  # an int beta would raise a TypeError in Adam here
     t.close()
     for name in ("scenes-256.yaml", "scenes-128-small.yaml"):
         c = load_config(ROOT / arch / name, ["loss.no_vgg=true"])
@@ -228,7 +211,7 @@ def test_linear_learning_rate_decay_keeps_the_ttur_ratio(tmp_path):
 def test_sean_reconstruction_learns_against_a_control(tmp_path):
     def l1_after(name, lr):
         t = _trainer(tmp_path / name, "sean", f"train.lr_g={lr}", "train.lr_d=4e-4")
-        batch = _batch(t)
+        batch = train_batch(t)
         G = t.nets["G"]
 
         def l1():
@@ -248,51 +231,10 @@ def test_sean_reconstruction_learns_against_a_control(tmp_path):
     assert trained < 0.75 * control, (before, trained, control)  # measured: 0.26 vs 0.46
 
 
-def _checkpoint_state(ckpt: Path) -> dict:
-    out = {}
-    for f in sorted(ckpt.glob("*.safetensors")):
-        out.update({f"{f.stem}.{k}": v for k, v in load_file(str(f)).items()})
-    blob = torch.load(ckpt / "state.pt", weights_only=True)
-
-    def walk(prefix, x):
-        if isinstance(x, dict):
-            for k, v in x.items():
-                walk(f"{prefix}.{k}", v)
-        elif isinstance(x, (list, tuple)):
-            for i, v in enumerate(x):
-                walk(f"{prefix}.{i}", v)
-        else:
-            out[prefix] = x
-
-    walk("opt", blob["optimizers"])
-    return out
-
-
 @pytest.mark.parametrize("arch, extra", [("sean", []), ("spade", VAE)])
-def test_exact_resume(tmp_path, monkeypatch, arch, extra):
+def test_exact_resume(tmp_path, arch, extra):
     over = [*extra, *QUIET, "train.total_steps=4", "loss.niter_decay=3", "train.keep_checkpoints=5"]
-    full = run(TINY[arch], run_dir=tmp_path / "full", overrides=over)
-    cls = _recipe_class(arch)
-    original = cls.on_step
-
-    def interrupt_at_2(self, step, optimizers):
-        original(self, step, optimizers)
-        if step == 1:
-            os.kill(os.getpid(), signal.SIGINT)
-
-    monkeypatch.setattr(cls, "on_step", interrupt_at_2)
-    half = run(TINY[arch], run_dir=tmp_path / "half", overrides=over)
-    assert (half / "last").read_text().strip() == "step-00000002"
-    monkeypatch.undo()
-    run(TINY[arch], run_dir=half, resume=True, overrides=over)
-    a = _checkpoint_state(full / "checkpoints/step-00000004")
-    b = _checkpoint_state(half / "checkpoints/step-00000004")
-    assert a.keys() == b.keys()
-    for k in a:
-        if isinstance(a[k], torch.Tensor):
-            assert torch.equal(a[k], b[k]), k
-        else:
-            assert a[k] == b[k], k
+    assert_exact_resume(TINY[arch], tmp_path, _recipe_class(arch), over)
 
 
 def _recipe_class(arch):
@@ -306,7 +248,7 @@ def test_missing_vgg_weights_is_one_line_at_startup(tmp_path, monkeypatch):
     for arch in ("spade", "sean"):
         with pytest.raises(MissingWeightsError) as err:
             _trainer(tmp_path / arch, arch, "loss.no_vgg=false")
-        msg = _one_line(err)
+        msg = one_line(err)
         assert "loss.vgg19_weights" in msg and "GANCANVAS_VGG19_WEIGHTS" in msg and "loss.no_vgg=true" in msg
         assert not (tmp_path / arch / "checkpoints").exists()
     # Through the CLI: exit code 2 and the message, no traceback.
@@ -325,7 +267,7 @@ def test_missing_vgg_weights_is_one_line_at_startup(tmp_path, monkeypatch):
 def test_config_errors_are_one_line(tmp_path, arch, override, key):
     with pytest.raises(GancanvasError) as err:
         _trainer(tmp_path, arch, override)
-    assert key in _one_line(err)
+    assert key in one_line(err)
 
 
 def test_spade_recipe_is_the_registered_default():
