@@ -71,6 +71,36 @@ def _progress(iterable, total: int, desc: str, enabled: bool = True):
                 dynamic_ncols=True)
 
 
+def _batch_inputs(src: Path) -> tuple[list[Path], int]:
+    """The readable images of a batch folder; the other files are reported as skipped and counted."""
+    from .data import io
+
+    images, skipped = io.list_images(src)
+    for path, why in skipped:
+        _err(f"{path}: skipped ({why})")
+    return images, len(skipped)
+
+
+def _run_batch(jobs: list, desc: str, work) -> tuple[int, int]:
+    """`work(job)` for every job under a progress bar; a GancanvasError skips that job with one line.
+    Returns (done, skipped)."""
+    done = skipped = 0
+    for job in _progress(jobs, len(jobs), desc):
+        try:
+            work(job)
+            done += 1
+        except GancanvasError as err:
+            _err(f"{err} (skipped)")
+            skipped += 1
+    return done, skipped
+
+
+def _batch_summary(done: int, failed: int, out_dir: Path, what: str = "images") -> int:
+    """The last line of a batch command, and its exit code: 2 if anything was skipped."""
+    print(f"wrote {done} {what} to {out_dir}" + (f"; {failed} skipped" if failed else ""))
+    return 0 if failed == 0 else 2
+
+
 # ----------------------------------------------------------------------------- inpaint
 def _inpaint_one(pipe, image_path: Path, mask_path: Path, out_path: Path, sketch_path: Path | None,
                  flow_path: Path | None, resize_mask: bool) -> None:
@@ -108,9 +138,7 @@ def cmd_inpaint(args) -> int:
         return 0
 
     # Batch: a folder of images, masks matched by file stem (or one mask for all).
-    images, skipped = io.list_images(src)
-    for path, why in skipped:
-        _err(f"{path}: skipped ({why})")
+    images, failed = _batch_inputs(src)
     if mask_src.is_dir():
         pairs, unmatched = io.match_by_stem(images, mask_src)
         for path in unmatched:
@@ -121,22 +149,19 @@ def cmd_inpaint(args) -> int:
     out_dir = Path(args.output)
     out_dir.mkdir(parents=True, exist_ok=True)
     flow_dir = Path(args.flow) if args.flow else None
-    failed = len(skipped) + (len(unmatched) if mask_src.is_dir() else 0)
-    written = 0
-    for image_path, mask_path in _progress(pairs, len(pairs), "inpaint"):
+    failed += len(unmatched) if mask_src.is_dir() else 0
+
+    def work(pair: tuple[Path, Path]) -> None:
+        image_path, mask_path = pair
         sketch_path = None
         if sketches is not None:
             cands = sorted(sketches.glob(image_path.stem + ".*")) if sketches.is_dir() else [sketches]
             sketch_path = cands[0] if cands else None
-        try:
-            _inpaint_one(pipe, image_path, mask_path, out_dir / (image_path.stem + ".png"), sketch_path,
-                         flow_dir / (image_path.stem + ".png") if flow_dir else None, args.resize_mask)
-            written += 1
-        except GancanvasError as err:
-            _err(f"{err} (skipped)")
-            failed += 1
-    print(f"wrote {written} images to {out_dir}" + (f"; {failed} skipped" if failed else ""))
-    return 0 if failed == 0 else 2
+        _inpaint_one(pipe, image_path, mask_path, out_dir / (image_path.stem + ".png"), sketch_path,
+                     flow_dir / (image_path.stem + ".png") if flow_dir else None, args.resize_mask)
+
+    written, skipped = _run_batch(pairs, "inpaint", work)
+    return _batch_summary(written, failed + skipped, out_dir)
 
 
 # ----------------------------------------------------------------------------- outpaint
@@ -159,7 +184,6 @@ def _outpaint_one(pipe, image_path: Path, out_path: Path, values: list, names: t
 
 
 def cmd_outpaint(args) -> int:
-    from .data import io
     from .data.margins import parse_margins
     from .pipelines import load
 
@@ -179,21 +203,12 @@ def cmd_outpaint(args) -> int:
         return 0
 
     # Batch: every image of the folder with the same margins (percentages per image).
-    images, skipped = io.list_images(src)
-    for path, why in skipped:
-        _err(f"{path}: skipped ({why})")
+    images, failed = _batch_inputs(src)
     out_dir = Path(args.output)
     out_dir.mkdir(parents=True, exist_ok=True)
-    failed, written = len(skipped), 0
-    for image_path in _progress(images, len(images), "outpaint"):
-        try:
-            _outpaint_one(pipe, image_path, out_dir / (image_path.stem + ".png"), values, names)
-            written += 1
-        except GancanvasError as err:
-            _err(f"{err} (skipped)")
-            failed += 1
-    print(f"wrote {written} images to {out_dir}" + (f"; {failed} skipped" if failed else ""))
-    return 0 if failed == 0 else 2
+    written, skipped = _run_batch(
+        images, "outpaint", lambda p: _outpaint_one(pipe, p, out_dir / (p.stem + ".png"), values, names))
+    return _batch_summary(written, failed + skipped, out_dir)
 
 
 # ----------------------------------------------------------------------------- synthesize
@@ -392,10 +407,8 @@ def cmd_synthesize(args) -> int:
         return 0
 
     # Batch: every label map of the folder; instance maps and style images matched by file stem.
-    labels, skipped = io.list_images(src)
-    for path, why in skipped:
-        _err(f"{path}: skipped ({why})")
-    jobs, failed = [], len(skipped)
+    labels, failed = _batch_inputs(src)
+    jobs = []
     for label_path in labels:
         inst = style_img = None
         if instances is not None:
@@ -415,17 +428,14 @@ def cmd_synthesize(args) -> int:
         jobs.append((label_path, inst, style_img))
     out_dir = Path(args.output)
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = 0
-    for label_path, inst, style_img in _progress(jobs, len(jobs), "synthesize"):
-        try:
-            _synthesize_one(pipe, label_path, out_dir / (label_path.stem + ".png"), palette, inst, style,
-                            style_img, args.seed, args)
-            written += 1
-        except GancanvasError as err:
-            _err(f"{err} (skipped)")
-            failed += 1
-    print(f"wrote {written} images to {out_dir}" + (f"; {failed} skipped" if failed else ""))
-    return 0 if failed == 0 else 2
+
+    def work(job: tuple[Path, Path | None, Path | None]) -> None:
+        label_path, inst, style_img = job
+        _synthesize_one(pipe, label_path, out_dir / (label_path.stem + ".png"), palette, inst, style,
+                        style_img, args.seed, args)
+
+    written, skipped = _run_batch(jobs, "synthesize", work)
+    return _batch_summary(written, failed + skipped, out_dir)
 
 
 # ----------------------------------------------------------------------------- features
@@ -519,31 +529,27 @@ def cmd_styles_extract(args) -> int:
     # Batch: label maps (and instance maps) matched by stem; one style file per photo, and their mean.
     if not src.is_dir():
         raise InputError(f"{src}: a folder of photos needs a folder of label maps (--labels)")
-    images, skipped = io.list_images(photos)
-    for path, why in skipped:
-        _err(f"{path}: skipped ({why})")
+    images, failed = _batch_inputs(photos)
     out_dir = Path(args.output)
     out_dir.mkdir(parents=True, exist_ok=True)
-    failed, done = len(skipped), []
-    for photo in _progress(images, len(images), "extract"):
+    done: list[StyleCodes] = []
+
+    def work(photo: Path) -> None:
         label_path = _by_stem(photo, src, io.IMAGE_EXTS)
         inst = _by_stem(photo, instances, _INSTANCE_EXTS) if instances is not None else None
-        try:
-            if label_path is None:
-                raise InputError(f"{photo}: no label map with the same name in {src}")
-            if instances is not None and inst is None:
-                raise InputError(f"{photo}: no instance map with the same name in {instances}")
-            codes = extract(label_path, photo, inst)
-            codes.save(out_dir / (photo.stem + ".safetensors"))
-            done.append(codes)
-        except GancanvasError as err:
-            _err(f"{err} (skipped)")
-            failed += 1
+        if label_path is None:
+            raise InputError(f"{photo}: no label map with the same name in {src}")
+        if instances is not None and inst is None:
+            raise InputError(f"{photo}: no instance map with the same name in {instances}")
+        codes = extract(label_path, photo, inst)
+        codes.save(out_dir / (photo.stem + ".safetensors"))
+        done.append(codes)
+
+    _, skipped = _run_batch(images, "extract", work)
     if args.mean and done:
         StyleCodes.mean(done, source=f"mean of {len(done)} images in {photos}").save(args.mean)
         print(f"wrote {args.mean} (mean codes of {len(done)} images)")
-    print(f"wrote {len(done)} style files to {out_dir}" + (f"; {failed} skipped" if failed else ""))
-    return 0 if failed == 0 else 2
+    return _batch_summary(len(done), failed + skipped, out_dir, "style files")
 
 
 def cmd_styles_mean(args) -> int:
