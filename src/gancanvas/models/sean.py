@@ -55,7 +55,7 @@ from ..nn.norm import SEAN
 from ..registry import register_model
 from .spade import (
     UPSAMPLING_LAYERS,
-    _sn,
+    NormResnetBlock,
     build_spade_discriminator,
     init_weights,
     semantic_channels,
@@ -181,33 +181,17 @@ class RegionStyleEncoder(nn.Module):
         return region_average_pool(codes, regions)
 
 
-class SEANResnetBlock(nn.Module):
+class SEANResnetBlock(NormResnetBlock):
     """SPADE's residual block with SEAN normalisation: shortcut SEAN -> 1x1 conv when fin != fout,
     main path (SEAN, leaky ReLU, 3x3 conv) twice. `use_styles=False`: mask branch only."""
 
     def __init__(self, fin: int, fout: int, cfg: SEANConfig, use_styles: bool = True):
-        super().__init__()
-        self.learned_shortcut = fin != fout
-        self.use_styles = use_styles
-        fmiddle = min(fin, fout)
-
-        def norm(channels):
+        def norm(channels: int) -> SEAN:
             return SEAN(channels, cfg.semantic_nc, cfg.regions, cfg.style_dim, cfg.spade_hidden,
                         cfg.spade_kernel, cfg.param_free_norm, use_styles)
 
-        conv_0 = nn.Conv2d(fin, fmiddle, 3, padding=1)
-        conv_1 = nn.Conv2d(fmiddle, fout, 3, padding=1)
-        init_weights(conv_0, cfg.init_gain)
-        init_weights(conv_1, cfg.init_gain)
-        self.conv_0 = _sn(conv_0, cfg.spectral)
-        self.conv_1 = _sn(conv_1, cfg.spectral)
-        self.norm_0 = norm(fin)
-        self.norm_1 = norm(fmiddle)
-        if self.learned_shortcut:
-            conv_s = nn.Conv2d(fin, fout, 1, bias=False)
-            init_weights(conv_s, cfg.init_gain)
-            self.conv_s = _sn(conv_s, cfg.spectral)
-            self.norm_s = norm(fin)
+        super().__init__(fin, fout, norm, cfg.init_gain, cfg.spectral)
+        self.use_styles = use_styles
 
     @property
     def n_noise(self) -> int:

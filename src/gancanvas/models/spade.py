@@ -189,33 +189,39 @@ def _leaky(x: torch.Tensor) -> torch.Tensor:
     return F.leaky_relu(x, 0.2)
 
 
-class SPADEResnetBlock(nn.Module):
-    """SPADE residual block: two (SPADE, leaky ReLU, 3x3 conv) units and a learned shortcut when
-    fin != fout (SPADE then a 1x1 conv without bias; no activation on the shortcut, as the
-    official code, which differs from the paper's figure here). The middle width is min(fin, fout).
-    """
+class NormResnetBlock(nn.Module):
+    """The layers of the SPADE-family residual block: two (norm, leaky ReLU, 3x3 conv) units and a
+    learned shortcut when fin != fout (norm then a 1x1 conv without bias; no activation on the
+    shortcut, as the official code, which differs from the SPADE paper's figure here). The middle
+    width is min(fin, fout). `make_norm(channels)` builds the conditional norms (SPADE, SEAN);
+    subclasses define forward."""
 
-    def __init__(self, fin: int, fout: int, semantic_nc: int, cfg: SPADEConfig):
+    def __init__(self, fin: int, fout: int, make_norm, init_gain: float, spectral: bool):
         super().__init__()
         self.learned_shortcut = fin != fout
         fmiddle = min(fin, fout)
-
-        def norm(channels):
-            return SPADE(channels, semantic_nc, cfg.spade_hidden, cfg.spade_kernel, cfg.param_free_norm)
-
         conv_0 = nn.Conv2d(fin, fmiddle, 3, padding=1)
         conv_1 = nn.Conv2d(fmiddle, fout, 3, padding=1)
-        init_weights(conv_0, cfg.init_gain)
-        init_weights(conv_1, cfg.init_gain)
-        self.conv_0 = _sn(conv_0, cfg.spectral)
-        self.conv_1 = _sn(conv_1, cfg.spectral)
-        self.norm_0 = norm(fin)
-        self.norm_1 = norm(fmiddle)
+        init_weights(conv_0, init_gain)
+        init_weights(conv_1, init_gain)
+        self.conv_0 = _sn(conv_0, spectral)
+        self.conv_1 = _sn(conv_1, spectral)
+        self.norm_0 = make_norm(fin)
+        self.norm_1 = make_norm(fmiddle)
         if self.learned_shortcut:
             conv_s = nn.Conv2d(fin, fout, 1, bias=False)
-            init_weights(conv_s, cfg.init_gain)
-            self.conv_s = _sn(conv_s, cfg.spectral)
-            self.norm_s = norm(fin)
+            init_weights(conv_s, init_gain)
+            self.conv_s = _sn(conv_s, spectral)
+            self.norm_s = make_norm(fin)
+
+
+class SPADEResnetBlock(NormResnetBlock):
+    """SPADE residual block (`NormResnetBlock` with SPADE norms)."""
+
+    def __init__(self, fin: int, fout: int, semantic_nc: int, cfg: SPADEConfig):
+        super().__init__(fin, fout, lambda channels: SPADE(channels, semantic_nc, cfg.spade_hidden,
+                                                          cfg.spade_kernel, cfg.param_free_norm),
+                         cfg.init_gain, cfg.spectral)
 
     def forward(self, x: torch.Tensor, seg: torch.Tensor) -> torch.Tensor:
         x_s = self.conv_s(self.norm_s(x, seg)) if self.learned_shortcut else x
