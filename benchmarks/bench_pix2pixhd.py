@@ -35,26 +35,14 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from _procs import alternate, peak_rss_mb, rss_mb, run_worker
+
 LABEL_NC = 35
-
-
-def _rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-def _peak_rss_mb() -> float:
-    # VmHWM, not getrusage's ru_maxrss: Linux carries ru_maxrss over fork + exec, so a child would
-    # report its parent's peak (this driver holds the weights while it forks the measured runs).
-    with open("/proc/self/status") as f:
-        line = next(s for s in f if s.startswith("VmHWM:"))
-    return int(line.split()[1]) / 1024.0  # kB
 
 
 def import_official(repo: str | Path):
@@ -96,7 +84,7 @@ def worker(args) -> None:
         model, _ = load_model(d / "model.safetensors")
     model.eval()
     inputs = torch.load(d / "inputs.pt", weights_only=True)
-    load_peak, loaded = _peak_rss_mb(), _rss_mb()
+    load_peak, loaded = peak_rss_mb(), rss_mb()
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # resets VmHWM: from here on the peak is the forward's (loading holds weights twice)
     if args.worker == "synthesize":
@@ -116,7 +104,7 @@ def worker(args) -> None:
         times.append(time.perf_counter() - t0)
         cpu.append(time.process_time() - c0)
     torch.save(out, d / f"out_{args.worker}.pt")
-    peak = _peak_rss_mb()
+    peak = peak_rss_mb()
     print(json.dumps({"seconds": times, "cpu": cpu, "loaded_mb": loaded, "peak_mb": peak,
                       "forward_mb": peak - loaded, "load_peak_mb": load_peak}))
 
@@ -157,14 +145,10 @@ def prepare(d: Path, args) -> int:
 
 
 def measure(kind: str, d: Path, args) -> dict:
-    cmd = [sys.executable, __file__, "--worker", kind, "--dir", str(d), "--threads", str(args.threads),
-           "--repeats", str(args.repeats)]
+    extra = ["--dir", str(d), "--threads", str(args.threads), "--repeats", str(args.repeats)]
     if args.official_repo:
-        cmd += ["--official-repo", str(args.official_repo)]
-    res = subprocess.run(cmd, capture_output=True, text=True)
-    if res.returncode:
-        sys.exit(f"bench_pix2pixhd: the {kind} run failed:\n{res.stderr[-3000:]}")
-    return json.loads(res.stdout.strip().splitlines()[-1])
+        extra += ["--official-repo", str(args.official_repo)]
+    return run_worker(__file__, kind, extra, "bench_pix2pixhd")
 
 
 def main() -> None:
@@ -187,16 +171,8 @@ def main() -> None:
         d = Path(tmp)
         n_params = prepare(d, args)
         kinds = (["official"] if args.official_repo else []) + ["ours", "synthesize"]
-        rows: dict[str, dict] = {}
-        # Rounds alternate the implementations, so a change in the machine's load hits them alike.
-        for _ in range(args.rounds):
-            for k in kinds:
-                r = measure(k, d, args)
-                row = rows.setdefault(k, {"seconds": [], "cpu": []})
-                row["seconds"] += r["seconds"]
-                row["cpu"] += r["cpu"]
-                for key in ("loaded_mb", "peak_mb", "forward_mb"):
-                    row[key] = max(row.get(key, 0.0), r[key])
+        rows = alternate(kinds, args.rounds, lambda k: measure(k, d, args),
+                         ("loaded_mb", "peak_mb", "forward_mb"))
         ref = torch.load(d / "out_official.pt", weights_only=True) if args.official_repo else None
         for k in kinds:
             out = torch.load(d / f"out_{k}.pt", weights_only=True)

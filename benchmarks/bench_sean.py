@@ -82,7 +82,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -90,6 +89,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from _procs import alternate, peak_rss_mb, rss_mb, run_worker
 
 LABEL_NC = 19
 
@@ -362,18 +362,6 @@ def prepare(d: Path, args) -> int:
 # ------------------------------------------------------------------------------------------------
 
 
-def _rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-def _peak_rss_mb() -> float:
-    # VmHWM, not ru_maxrss (which Linux carries over fork + exec from the parent).
-    with open("/proc/self/status") as f:
-        line = next(s for s in f if s.startswith("VmHWM:"))
-    return int(line.split()[1]) / 1024.0  # kB
-
-
 def worker(args) -> None:
     torch.set_num_threads(args.threads)
     d = Path(args.dir)
@@ -387,7 +375,7 @@ def worker(args) -> None:
     model.eval()
     inputs = torch.load(d / "inputs.pt", weights_only=True)
     seg, image = inputs["seg"], inputs["image"]
-    load_peak, loaded = _peak_rss_mb(), _rss_mb()
+    load_peak, loaded = peak_rss_mb(), rss_mb()
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # resets VmHWM: from here on the peak is the forwards' (loading holds weights twice)
     if args.worker == "official":
@@ -410,7 +398,7 @@ def worker(args) -> None:
             times.append(time.perf_counter() - t0)
             cpu.append(time.process_time() - c0)
     torch.save(out.clone(), d / f"out_{args.worker}.pt")
-    peak = _peak_rss_mb()
+    peak = peak_rss_mb()
     print(json.dumps({"seconds": times, "cpu": cpu, "loaded_mb": loaded, "peak_mb": peak,
                       "load_peak_mb": load_peak}))
 
@@ -421,15 +409,11 @@ def worker(args) -> None:
 
 
 def measure(kind: str, d: Path, args) -> dict:
-    cmd = [sys.executable, __file__, "--worker", kind, "--dir", str(d), "--threads", str(args.threads),
-           "--repeats", str(args.repeats), "--size", str(args.size), "--ngf", str(args.ngf),
-           "--seed", str(args.seed)]
+    extra = ["--dir", str(d), "--threads", str(args.threads), "--repeats", str(args.repeats),
+             "--size", str(args.size), "--ngf", str(args.ngf), "--seed", str(args.seed)]
     if args.official_repo:
-        cmd += ["--official-repo", str(args.official_repo)]
-    res = subprocess.run(cmd, capture_output=True, text=True)
-    if res.returncode:
-        sys.exit(f"bench_sean: the {kind} run failed:\n{res.stderr[-3000:]}")
-    return json.loads(res.stdout.strip().splitlines()[-1])
+        extra += ["--official-repo", str(args.official_repo)]
+    return run_worker(__file__, kind, extra, "bench_sean")
 
 
 def main() -> None:
@@ -458,15 +442,7 @@ def main() -> None:
         kinds = ["official", "ours"] + (["reimpl"] if args.reimpl else []) if args.official_repo \
             else ["reimpl", "ours"]
         ref_kind = kinds[0]
-        rows: dict[str, dict] = {}
-        for _ in range(args.rounds):
-            for k in kinds:
-                r = measure(k, d, args)
-                row = rows.setdefault(k, {"seconds": [], "cpu": []})
-                row["seconds"] += r["seconds"]
-                row["cpu"] += r["cpu"]
-                for key in ("loaded_mb", "peak_mb"):
-                    row[key] = max(row.get(key, 0.0), r[key])
+        rows = alternate(kinds, args.rounds, lambda k: measure(k, d, args), ("loaded_mb", "peak_mb"))
         ref = torch.load(d / f"out_{ref_kind}.pt", weights_only=True)
         for k in kinds:
             out = torch.load(d / f"out_{k}.pt", weights_only=True)
