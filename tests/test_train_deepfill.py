@@ -14,6 +14,7 @@ from gancanvas.errors import ConfigError
 from gancanvas.train import engine, run
 from gancanvas.train.config import load_config
 from gancanvas.train.recipes import Phase
+from train_helpers import train_batch
 
 TINY = Path(__file__).resolve().parents[1] / "configs/deepfill_v2/tiny-test.yaml"
 
@@ -22,16 +23,11 @@ def _trainer(tmp_path, *overrides) -> engine.Trainer:
     return engine.Trainer(load_config(TINY, list(overrides)), tmp_path / "run", engine.Dist())
 
 
-def _batch(t: engine.Trainer) -> dict[str, torch.Tensor]:
-    items = [t.train_set[n] for n in range(t.cfg.train.batch_size)]
-    return {k: torch.stack([it[k] for it in items]) for k in items[0]}
-
-
 def test_losses_follow_the_official_rules(tmp_path):
     t = _trainer(tmp_path)
     G, D = t.nets["G"], t.nets["D"]
     D.eval()  # no power-iteration update, so the hand computation sees the same critic
-    batch = _batch(t)
+    batch = train_batch(t)
     gt, mask = batch["image"], batch["mask"]
     assert D.conv1.in_channels == 4  # image + mask
     with torch.no_grad():
@@ -56,9 +52,9 @@ def test_losses_follow_the_official_rules(tmp_path):
     t.close()
 
 
-def test_overfits_a_fixed_batch(tmp_path):
+def test_overfits_a_fixedtrain_batch(tmp_path):
     t = _trainer(tmp_path, "train.lr_g=0.002", "train.lr_d=0.0002")
-    batch = _batch(t)
+    batch = train_batch(t)
 
     @torch.no_grad()
     def l1():
@@ -80,7 +76,7 @@ def test_overfits_a_fixed_batch(tmp_path):
 
 def test_sketch_guided(tmp_path):
     t = _trainer(tmp_path, "model.options.guided=true")
-    batch = _batch(t)
+    batch = train_batch(t)
     assert "sketch" in batch and t.nets["D"].conv1.in_channels == 5
     assert float(batch["sketch"].sum()) > 0 and float((batch["sketch"] * (1 - batch["mask"])).sum()) == 0
     t.train_step([batch, batch])
@@ -95,7 +91,7 @@ def test_sketch_guided(tmp_path):
 def test_bf16_autocast_step(tmp_path):
     def one_step(name):
         t = _trainer(tmp_path / name, "train.amp=bf16")
-        batch = _batch(t)
+        batch = train_batch(t)
         t.train_step([batch, batch])
         t.close()
         assert all(p.dtype == torch.float32 for p in t.nets["G"].parameters())

@@ -35,6 +35,7 @@ from gancanvas.nn.vgg import VGG19_WEIGHTS_ENV, make_random_vgg19_weights
 from gancanvas.train import engine, run
 from gancanvas.train.config import load_config
 from gancanvas.train.recipes import Phase
+from train_helpers import train_batch
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs/srn/tiny-test.yaml"
@@ -52,11 +53,6 @@ def stage2(vgg_file) -> list[str]:
 
 def _trainer(run_dir, *overrides, init=None) -> engine.Trainer:
     return engine.Trainer(load_config(TINY, list(overrides)), run_dir, engine.Dist(), init=init)
-
-
-def _batch(t: engine.Trainer, start: int = 0) -> dict[str, torch.Tensor]:
-    items = [t.train_set[n] for n in range(start, start + t.cfg.train.batch_size)]
-    return {k: torch.stack([it[k] for it in items]) for k in items[0]}
 
 
 def _one_line(msg: str, *needles: str) -> None:
@@ -123,7 +119,7 @@ def test_losses_follow_the_official_rules(tmp_path, vgg_file):
     t = _trainer(tmp_path / "run", *stage2(vgg_file))
     assert [(p.net, p.count, p.new_batch) for p in t.phases] == [("D", 5, True), ("G", 1, True)]
     G, D = t.nets["G"], t.nets["D"]
-    batch = _batch(t)
+    batch = train_batch(t)
     gt = batch["image"]
     m = Margins(*batch["margins"][0].tolist())
     torch.manual_seed(0)
@@ -153,7 +149,7 @@ def test_losses_follow_the_official_rules(tmp_path, vgg_file):
     assert set(d_logs) == {"total", "wgan_global", "wgan_context", "gp_global", "gp_local"}
     # One training step: 5 critic updates and one generator update, and under DDP every
     # parameter of both networks has received a gradient (none is left out of the backward).
-    t.train_step([_batch(t, 2 * i) for i in range(t.draws_per_step)])
+    t.train_step([train_batch(t, 2 * i) for i in range(t.draws_per_step)])
     assert t.draws_per_step == 6
     for net, n in (("D", 5), ("G", 1)):
         assert all(s["step"] == n for s in t.opts[net].state.values())
@@ -163,10 +159,10 @@ def test_losses_follow_the_official_rules(tmp_path, vgg_file):
     s1 = _trainer(tmp_path / "s1")  # stage 1: the generator alone, reconstruction terms only
     assert [(p.net, p.count) for p in s1.phases] == [("G", 1)] and set(s1.nets) == {"G"}
     assert s1.recipe.mrf is None
-    g1, logs1 = s1.recipe.loss(Phase("G", "G"), s1.nets, _batch(s1))
+    g1, logs1 = s1.recipe.loss(Phase("G", "G"), s1.nets, train_batch(s1))
     assert set(logs1) == {"total", "l1", "ae"}
     torch.testing.assert_close(g1, 4.2 * logs1["l1"] + 1.2 * logs1["ae"])
-    s1.train_step([_batch(s1)])
+    s1.train_step([train_batch(s1)])
     assert all(p.grad is not None for p in s1.nets["G"].parameters())
     s1.close()
 
