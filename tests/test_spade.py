@@ -175,6 +175,11 @@ def test_generator_input_errors():
         model(torch.zeros(1, 5, 32, 32), z=torch.zeros(1, 256))
     with pytest.raises(ConfigError):
         registry.create("spade", **{**TINY, "num_upsampling_layers": "lots"})
+    n = registry.create("spade", **TINY).cfg.label_nc
+    for names, words in (([f"c{i}" for i in range(n - 1)], "names for label_nc"),
+                         (["c0"] * n, "duplicates")):
+        with pytest.raises(ConfigError, match=words):
+            registry.create("spade", **{**TINY, "class_names": names})
 
 
 def test_vae_and_training_step():

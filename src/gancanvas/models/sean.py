@@ -57,6 +57,7 @@ from .spade import (
     UPSAMPLING_LAYERS,
     NormResnetBlock,
     build_spade_discriminator,
+    check_label_classes,
     init_weights,
     semantic_channels,
     semantic_map,
@@ -93,13 +94,7 @@ class SEANConfig:
 
     def __post_init__(self):
         name = "model 'sean'"
-        if self.label_nc < 1:
-            raise ConfigError(f"{name}: label_nc must be >= 1, got {self.label_nc}")
-        if self.class_names is not None and len(self.class_names) != self.label_nc:
-            raise ConfigError(f"{name}: class_names has {len(self.class_names)} names for "
-                              f"label_nc {self.label_nc} classes")
-        if self.class_names is not None and len(set(self.class_names)) != len(self.class_names):
-            raise ConfigError(f"{name}: class_names has duplicates")
+        check_label_classes(name, self.label_nc, self.class_names)
         if self.num_upsampling_layers not in ("normal", "more"):
             raise ConfigError(f"{name}: num_upsampling_layers must be 'normal' or 'more' (the official SEAN "
                               f"generator never runs the 'most' block), got '{self.num_upsampling_layers}'")

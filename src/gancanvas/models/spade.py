@@ -91,6 +91,17 @@ def semantic_map(cfg, labels, instances=None, dtype: torch.dtype = torch.float32
     return torch.cat([onehot, instance_edges(inst.unsqueeze(1), dtype=dtype)], dim=1)
 
 
+def check_label_classes(name: str, label_nc: int, class_names) -> None:
+    """The label classes of a SPADE-family config: at least one, and one distinct name per class
+    when names are given (labels are looked up by name)."""
+    if label_nc < 1:
+        raise ConfigError(f"{name}: label_nc must be >= 1, got {label_nc}")
+    if class_names is not None and len(class_names) != label_nc:
+        raise ConfigError(f"{name}: class_names has {len(class_names)} names for label_nc {label_nc} classes")
+    if class_names is not None and len(set(class_names)) != len(class_names):
+        raise ConfigError(f"{name}: class_names has duplicates")
+
+
 @dataclass
 class SPADEConfig:
     label_nc: int = 10  # classes (10 = the built-in scenes; Cityscapes 35, ADE20K 150, COCO-Stuff 182)
@@ -115,11 +126,7 @@ class SPADEConfig:
 
     def __post_init__(self):
         name = "model 'spade'"
-        if self.label_nc < 1:
-            raise ConfigError(f"{name}: label_nc must be >= 1, got {self.label_nc}")
-        if self.class_names is not None and len(self.class_names) != self.label_nc:
-            raise ConfigError(f"{name}: class_names has {len(self.class_names)} names for "
-                              f"label_nc {self.label_nc} classes")
+        check_label_classes(name, self.label_nc, self.class_names)
         if self.num_upsampling_layers not in UPSAMPLING_LAYERS:
             raise ConfigError(f"{name}: num_upsampling_layers must be one of "
                               f"{', '.join(UPSAMPLING_LAYERS)}, got '{self.num_upsampling_layers}'")
