@@ -247,6 +247,24 @@ def test_cli_margins_and_eval_tables(tmp_path, scenes, models, capsys):
     assert "rmse" in out and "| all" in out
 
 
+def test_python_methods_of_another_task_name_their_protocol(models):
+    from gancanvas.eval.outpaint import outpaint_method
+    from gancanvas.eval.synthesis import synthesis_method
+
+    with pytest.raises(InputError, match=r"'inpaint' model \(deepfill_v2\): evaluate it with --masks DIR .*"
+                                         r"not --margins$"):
+        outpaint_method(models["deepfill"])
+    with pytest.raises(InputError, match=r"'outpaint' model \(srn\): evaluate it with --margins DIR .*"
+                                         r"not --labels$"):
+        synthesis_method(models["srn"])
+    with pytest.raises(InputError, match="not an outpainting method: int"):
+        outpaint_method(3)
+    with pytest.raises(InputError, match="not a label-to-image method: int"):
+        synthesis_method(3)
+    name, fn, pipe = outpaint_method("reflect")
+    assert name == "reflect" and pipe is None and callable(fn)
+
+
 def test_cli_one_line_errors(tmp_path, scenes, margins, models, capsys):
     imgs, labels = scenes / "images", scenes / "labels"
     # Wrong task for the protocol, both ways.

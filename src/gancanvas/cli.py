@@ -669,10 +669,10 @@ def cmd_train(args) -> int:
 
 
 _EVAL_PROTOCOLS = {
-    # option -> (task, what, how to evaluate a model of this task)
-    "--masks": ("inpaint", "inpainting", "--masks DIR (a mask set from `gancanvas data masks`)"),
-    "--margins": ("outpaint", "outpainting", "--margins DIR (a margin set from `gancanvas data margins`)"),
-    "--labels": ("synthesize", "label-to-image", "--labels DIR --images DIR [--instances DIR]"),
+    # option -> (task, protocol name)
+    "--masks": ("inpaint", "inpainting"),
+    "--margins": ("outpaint", "outpainting"),
+    "--labels": ("synthesize", "label-to-image"),
 }
 
 
@@ -684,10 +684,11 @@ def _eval_baselines() -> dict[str, dict]:
 
 def _eval_method(name: str, option: str, device: str):
     """A baseline function or a loaded pipeline of the protocol of `option`; one-line errors."""
+    from .eval.methods import check_task
     from .pipelines import load
 
     baselines = _eval_baselines()
-    task, what, _ = _EVAL_PROTOCOLS[option]
+    task, what = _EVAL_PROTOCOLS[option]
     if name in baselines[option]:
         return name, baselines[option][name]
     for other, table in baselines.items():
@@ -696,11 +697,7 @@ def _eval_method(name: str, option: str, device: str):
             raise InputError(f"'{name}' is {'an' if kind[0] in 'aeiou' else 'a'} {kind} baseline ({other}); "
                              f"{what} baselines ({option}): {', '.join(baselines[option])}")
     pipe = load(name, device=device)
-    if pipe.task != task:
-        t = pipe.task
-        how = next(v[2] for v in _EVAL_PROTOCOLS.values() if v[0] == t)
-        raise InputError(f"model '{pipe.name}' is {'an' if t[0] in 'aeiou' else 'a'} '{t}' model "
-                         f"({pipe.arch}): evaluate it with {how}, not {option}")
+    check_task(pipe, task, option)
     return pipe.name, pipe
 
 

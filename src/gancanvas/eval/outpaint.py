@@ -49,30 +49,14 @@ __all__ = ["evaluate_outpaint", "outpaint_method", "OutpaintFn"]
 OutpaintFn = Callable[[np.ndarray, Any], np.ndarray]
 
 
-def _a(word: str) -> str:
-    return "an" if word[:1] in "aeiou" else "a"
-
-
 def outpaint_method(method: Any, device: str | torch.device = "cpu") -> tuple[str, OutpaintFn, Any]:
     """(display name, fn, pipeline or None) of a method: a baseline name, a model name / file, an
     Outpainter, or a callable. A model of another task is a one-line InputError."""
-    from ..pipelines import Outpainter, Pipeline, load
     from .baselines import OUTPAINT_BASELINES
+    from .methods import resolve_method
 
-    if isinstance(method, (str, os.PathLike)):
-        if str(method) in OUTPAINT_BASELINES:
-            return str(method), OUTPAINT_BASELINES[str(method)], None
-        method = load(method, device=device)
-    if isinstance(method, Pipeline):
-        if not isinstance(method, Outpainter):
-            opt = "--masks (a mask set)" if method.task == "inpaint" else "--labels"
-            raise InputError(f"model '{method.name}' is {_a(method.task)} '{method.task}' model "
-                             f"({method.arch}), not an outpainting model: evaluate it with {opt}, "
-                             "not --margins")
-        return method.name, (lambda known, m, _p=method: _p.run(known, m).image), method
-    if callable(method):
-        return getattr(method, "__name__", "method"), method, None
-    raise InputError(f"not an outpainting method: {type(method).__name__}")
+    return resolve_method(method, task="outpaint", option="--margins", baselines=OUTPAINT_BASELINES,
+                          adapt=lambda p: (lambda known, m: p.run(known, m).image), device=device)
 
 
 def _check_model(pipe, entries: list[dict], known: tuple[int, int], canvas: tuple[int, int],

@@ -59,10 +59,6 @@ STYLE_MODES = ("photo", "default")
 _INSTANCE_EXTS = (".png", ".npy", ".tif", ".tiff", ".bmp", ".webp", ".jpg", ".jpeg")
 
 
-def _a(word: str) -> str:
-    return "an" if word[:1] in "aeiou" else "a"
-
-
 def _synthesizer_fn(pipe, style: str, seed: int) -> tuple[SynthesisFn, str]:
     """fn for a Synthesizer under `style`, and the style it takes ("image" / "default" / "none")."""
     if style == "photo":
@@ -96,26 +92,13 @@ def synthesis_method(method: Any, device: str | torch.device = "cpu", style: str
                      seed: int = 0) -> tuple[str, SynthesisFn, Any]:
     """(display name, fn, pipeline or None) of a method: a baseline name, a model name / file, a
     Synthesizer, or a callable. A model of another task is a one-line InputError."""
-    from ..pipelines import Pipeline, Synthesizer, load
     from .baselines import SYNTHESIS_BASELINES
+    from .methods import resolve_method
 
     if style not in STYLE_MODES:
         raise InputError(f"style must be one of {', '.join(STYLE_MODES)}, got {style!r}")
-    if isinstance(method, (str, os.PathLike)):
-        if str(method) in SYNTHESIS_BASELINES:
-            return str(method), SYNTHESIS_BASELINES[str(method)], None
-        method = load(method, device=device)
-    if isinstance(method, Pipeline):
-        if not isinstance(method, Synthesizer):
-            opt = "--masks (a mask set)" if method.task == "inpaint" else "--margins (a margin set)"
-            raise InputError(f"model '{method.name}' is {_a(method.task)} '{method.task}' model "
-                             f"({method.arch}), not a label-to-image model: evaluate it with {opt}, "
-                             "not --labels")
-        fn, _ = _synthesizer_fn(method, style, seed)
-        return method.name, fn, method
-    if callable(method):
-        return getattr(method, "__name__", "method"), method, None
-    raise InputError(f"not a label-to-image method: {type(method).__name__}")
+    return resolve_method(method, task="synthesize", option="--labels", baselines=SYNTHESIS_BASELINES,
+                          adapt=lambda p: _synthesizer_fn(p, style, seed)[0], device=device)
 
 
 def _stems(folder: Path, exts: Sequence[str], what: str) -> dict[str, Path]:
