@@ -481,10 +481,20 @@ def cmd_features_cluster(args) -> int:
 
 
 # ----------------------------------------------------------------------------- styles
+def _load_style_code_model(args):
+    """The `styles` commands' model: a synthesis model with per-region style codes (SEAN)."""
+    from .pipelines import load
+
+    pipe = load(args.model, task="synthesize", device=args.device)
+    if "codes" not in pipe.style_kinds:
+        raise InputError(f"model '{pipe.name}' ({pipe.arch}) has no per-region style codes (a SEAN model "
+                         "does)")
+    return pipe
+
+
 def cmd_styles_extract(args) -> int:
     from .data import io
     from .data.labels import load_palette
-    from .pipelines import load
     from .styles import StyleCodes
 
     photos_arg, labels_arg = args.input, args.labels
@@ -503,10 +513,7 @@ def cmd_styles_extract(args) -> int:
         if not path.exists():
             raise InputError(f"{path}: no such file or directory")
     palette = load_palette(args.palette) if args.palette else None
-    pipe = load(args.model, task="synthesize", device=args.device)
-    if "codes" not in pipe.style_kinds:
-        raise InputError(f"model '{pipe.name}' ({pipe.arch}) has no per-region style codes (a SEAN model "
-                         "does)")
+    pipe = _load_style_code_model(args)
     instances = Path(args.instances) if args.instances else None
 
     def extract(label_path: Path, photo: Path, inst: Path | None) -> StyleCodes:
@@ -554,7 +561,6 @@ def cmd_styles_extract(args) -> int:
 
 def cmd_styles_mean(args) -> int:
     from .data.labels import find_label_dataset, load_palette
-    from .pipelines import load
     from .styles import StyleError
 
     data = Path(args.data)
@@ -563,10 +569,7 @@ def cmd_styles_mean(args) -> int:
     if args.batch_size < 1:
         raise InputError(f"--batch-size {args.batch_size}: must be >= 1")
     palette = load_palette(args.palette) if args.palette else None
-    pipe = load(args.model, task="synthesize", device=args.device)
-    if "codes" not in pipe.style_kinds:
-        raise InputError(f"model '{pipe.name}' ({pipe.arch}) has no per-region style codes (a SEAN model "
-                         "does)")
+    pipe = _load_style_code_model(args)
     samples = find_label_dataset(data, args.phase, need_images=True, instances=pipe.uses_instances)
     if args.limit is not None:
         samples = samples[:args.limit]
