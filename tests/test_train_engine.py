@@ -214,6 +214,34 @@ def test_folder_dataset_skips_bad_files(tmp_path, capsys):
     assert len(val) == len([p for p in val_src.paths if p.name != "broken.png"])
 
 
+def test_load_size_crops_at_full_scale():
+    """data.load_size: scenes rendered at load_size, size x size windows of them (not shrunk)."""
+    from gancanvas.data.datasets import InpaintTrainSet, InpaintValSet, build_sources
+    from gancanvas.data.io import image_to_tensor
+    from gancanvas.data.synthetic import render_scene, scene_seed
+    from gancanvas.train.config import DataSection
+
+    train_src, val_src = build_sources(DataSection(size=32, load_size=64, count=3, val_count=2))
+    ds = InpaintTrainSet(train_src, 32, "box", seed=0, flip=False, load_size=64)
+    item = ds[0]
+    assert item["image"].shape == (3, 32, 32)
+    full = image_to_tensor(render_scene(train_src.seeds[int(ds.permutation(0)[0])], 64, 64).image)[0]
+    windows = full.unfold(1, 32, 1).unfold(2, 32, 1)  # every 32x32 window of the 64 px render
+    hits = (windows - item["image"][:, None, None]).abs().amax(dim=(0, 3, 4)) == 0
+    assert hits.any()  # the sample is one window of the full-scale scene, pixel for pixel
+    shrunk = InpaintTrainSet(train_src, 32, "box", seed=0, flip=False)[0]["image"]  # load_size 0
+    assert not torch.equal(shrunk, item["image"])
+    val = InpaintValSet(val_src, np.ones((2, 32, 32), np.float32), 32, load_size=64)
+    centre = render_scene(scene_seed(0, 3), 64, 64).image[16:48, 16:48]
+    assert np.array_equal(val.pixels[0], centre)
+
+
+def test_load_size_smaller_than_the_crop_is_a_config_error(toy_config, tmp_path):
+    with pytest.raises(ConfigError) as err:
+        run(toy_config, run_dir=tmp_path / "x", overrides=["data.load_size=8"])
+    assert "data.load_size" in str(err.value) and "at least data.size" in str(err.value)
+
+
 # ----------------------------------------------------------------------------- (2) DDP on CPU
 def _free_port() -> int:
     with socket.socket() as s:

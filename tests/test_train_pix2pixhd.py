@@ -283,6 +283,7 @@ def test_official_layout_folder_crops_and_flips(tmp_path):
     ("loss.aspect=0", "loss.aspect"),
     ("loss.niter_fix_global=-1", "loss.niter_fix_global"),
     ("loss.lambda_feet=1", "lambda_feet"),
+    ("data.load_size=512", "data.load_size"),
 ])
 def test_config_errors_are_one_line(tmp_path, override, key):
     with pytest.raises(GancanvasError) as err:

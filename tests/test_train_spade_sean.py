@@ -263,6 +263,7 @@ def test_missing_vgg_weights_is_one_line_at_startup(tmp_path, monkeypatch):
     ("spade", "loss.gan_mode=ls", "loss.gan_mode"),
     ("sean", "loss.niter_decay=5", "loss.niter_decay"),
     ("spade", "loss.lambda_feet=1", "lambda_feet"),
+    ("sean", "data.load_size=512", "data.load_size"),
 ])
 def test_config_errors_are_one_line(tmp_path, arch, override, key):
     with pytest.raises(GancanvasError) as err:

@@ -105,8 +105,9 @@ def build_sources(data) -> tuple[SceneImages | FileImages, SceneImages | FileIma
 
         # The numbering of `gancanvas data scenes`; validation scenes follow the training ones,
         # so the two sets never share a scene.
-        train = SceneImages([scene_seed(data.seed, i) for i in range(data.count)], data.size)
-        val = SceneImages([scene_seed(data.seed, data.count + j) for j in range(data.val_count)], data.size)
+        size = getattr(data, "load_size", 0) or data.size
+        train = SceneImages([scene_seed(data.seed, i) for i in range(data.count)], size)
+        val = SceneImages([scene_seed(data.seed, data.count + j) for j in range(data.val_count)], size)
         return train, val
     paths = list_image_files(data.root)
     if data.val_root:
@@ -159,12 +160,14 @@ class InpaintTrainSet(Dataset):
     """Global sample key n -> dict(image 3HW [-1,1], mask 1HW {0,1}, [sketch 1HW], key)."""
 
     def __init__(self, images, size: int, mask_kind: str, seed: int, *, sketch: bool = False,
-                 canny=(100, 200), flip: bool = True, mask_params: dict | None = None):
+                 canny=(100, 200), flip: bool = True, mask_params: dict | None = None,
+                 load_size: int = 0):
         from .masks import MaskSampler
 
         if len(images) == 0:
             raise InputError("the training set holds no images")
         self.images, self.size, self.seed = images, size, seed
+        self.load_size = load_size or size  # short side before the random size x size crop
         self.sketch, self.canny, self.flip = sketch, tuple(canny), flip
         self.mask_kind = mask_kind
         self.masks = MaskSampler(mask_kind, **(mask_params or {}))
@@ -201,7 +204,7 @@ class InpaintTrainSet(Dataset):
 
     def __getitem__(self, n: int) -> dict[str, torch.Tensor]:
         n = int(n)
-        img = resize_short_side(self._load(n), self.size)
+        img = resize_short_side(self._load(n), self.load_size)
         rng = np.random.default_rng([self.seed, _SAMPLE_STREAM, n])
         # A fixed order of draws: crop, flip, mask.
         h, w = img.shape[:2]
@@ -218,7 +221,8 @@ class InpaintTrainSet(Dataset):
 class InpaintValSet(Dataset):
     """Fixed validation pairs: image j (centre crop) with mask j of a fixed mask set."""
 
-    def __init__(self, images, masks: np.ndarray, size: int, *, sketch: bool = False, canny=(100, 200)):
+    def __init__(self, images, masks: np.ndarray, size: int, *, sketch: bool = False, canny=(100, 200),
+                 load_size: int = 0):
         self.size, self.sketch, self.canny = size, sketch, tuple(canny)
         self.pixels: list[np.ndarray] = []
         for j in range(len(images)):
@@ -227,7 +231,7 @@ class InpaintValSet(Dataset):
             except GancanvasError as err:
                 report_once(f"skipping unreadable validation image: {err}")
                 continue
-            img = resize_short_side(img, size)
+            img = resize_short_side(img, load_size or size)
             h, w = img.shape[:2]
             top, left = (h - size) // 2, (w - size) // 2
             self.pixels.append(np.ascontiguousarray(img[top:top + size, left:left + size]))

@@ -139,10 +139,10 @@ class OutpaintTrainSet(InpaintTrainSet):
 
     def __init__(self, images, size: int, known: int | Sequence[int], seed: int, *, group: int,
                  mode: str = "random", sides: Sequence[str] = MARGIN_SIDES,
-                 min_margin: int | Sequence[int] = 0, flip: bool = False):
+                 min_margin: int | Sequence[int] = 0, flip: bool = False, load_size: int = 0):
         # The parent gives the image permutation and the skipping of unreadable files; its mask
         # sampler is not used.
-        super().__init__(images, size, "box", seed, flip=flip)
+        super().__init__(images, size, "box", seed, flip=flip, load_size=load_size)
         check_margin_sampling(size, known, mode, sides, min_margin)
         if group < 1:
             raise ConfigError(f"the margin group (global batch) must be positive, got {group}")
@@ -155,7 +155,7 @@ class OutpaintTrainSet(InpaintTrainSet):
 
     def __getitem__(self, n: int) -> dict[str, torch.Tensor]:
         n = int(n)
-        img = resize_short_side(self._load(n), self.size)
+        img = resize_short_side(self._load(n), self.load_size)
         rng = np.random.default_rng([self.seed, _CROP_STREAM, n])
         h, w = img.shape[:2]  # a fixed order of draws: crop, flip
         top = int(rng.integers(0, h - self.size + 1))
@@ -221,11 +221,12 @@ def read_val_margins(path: str | Path, size: int, known) -> list[Margins]:
 class OutpaintValSet(InpaintValSet):
     """Fixed validation pairs: image j (centre crop of the canvas size) with margins j."""
 
-    def __init__(self, images, margins: Sequence[Margins], size: int):
+    def __init__(self, images, margins: Sequence[Margins], size: int, load_size: int = 0):
         if not margins:
             raise InputError("no validation margins")
         margins = [Margins(*m) for m in margins]
-        super().__init__(images, np.stack([canvas_mask(size, size, m) for m in margins]), size)
+        super().__init__(images, np.stack([canvas_mask(size, size, m) for m in margins]), size,
+                         load_size=load_size)
         self.margins = margins[:len(self.pixels)]
 
     def __getitem__(self, j: int) -> dict[str, torch.Tensor]:

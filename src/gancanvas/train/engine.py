@@ -244,7 +244,8 @@ class Trainer:
         c, d = self.cfg, self.cfg.data
         train_src, val_src = ds.build_sources(d)
         train_set = ds.InpaintTrainSet(train_src, d.size, d.mask, c.train.seed, sketch=self.sketch,
-                                       canny=d.canny, flip=d.flip, mask_params=dict(d.mask_params))
+                                       canny=d.canny, flip=d.flip, mask_params=dict(d.mask_params),
+                                       load_size=d.load_size)
         mask_dir = Path(c.eval.masks) if c.eval.masks else self.run_dir / "val_masks"
         # Generated once per run by rank 0 and read back from disk ever after: fixed for the whole
         # run even if the mask code changes between a run and its resume.
@@ -254,7 +255,7 @@ class Trainer:
             ds.write_val_masks(mask_dir, c.eval.mask, d.size, d.val_count, c.eval.seed, params)
         _barrier(self.dist)
         val_set = ds.InpaintValSet(val_src, ds.read_val_masks(mask_dir), d.size, sketch=self.sketch,
-                                   canny=d.canny)
+                                   canny=d.canny, load_size=d.load_size)
         return train_set, val_set
 
     def _loader(self) -> DataLoader:

@@ -16,6 +16,9 @@ def check_label_loss_options(c, cfg, gan_modes: tuple[str, ...]) -> None:
         raise ConfigError(f"loss.aspect (width / height) must be positive, got {c.aspect}")
     if c.vgg_channel_divisor < 1:
         raise ConfigError(f"loss.vgg_channel_divisor must be >= 1, got {c.vgg_channel_divisor}")
+    if cfg.data.load_size:
+        raise ConfigError("data.load_size is for inpainting and outpainting training; label-map "
+                          "training sizes its images with data.size and loss.aspect")
     total = cfg.steps()
     if not 0 <= c.niter_decay <= total:
         raise ConfigError(f"loss.niter_decay must be in 0..{total} (the training steps), got {c.niter_decay}")

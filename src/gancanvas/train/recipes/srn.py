@@ -164,7 +164,8 @@ class SRNRecipe(Recipe):
         sampling = dict(mode=c.margin_mode, sides=list(c.margin_sides), min_margin=list(c.min_margin))
         # One margin draw per global batch: every rank's share of a batch gets the same margins.
         train_set = od.OutpaintTrainSet(train_src, d.size, self.known, cfg.train.seed,
-                                        group=cfg.train.batch_size, flip=d.flip, **sampling)
+                                        group=cfg.train.batch_size, flip=d.flip, load_size=d.load_size,
+                                        **sampling)
         path = Path(cfg.eval.masks) if cfg.eval.masks else trainer.run_dir / "val_margins.json"
         # Written once by rank 0 and read back ever after (as the inpainting mask sets).
         if not cfg.eval.masks and trainer.dist.main:
@@ -172,7 +173,7 @@ class SRNRecipe(Recipe):
         if trainer.dist.world > 1:
             torch.distributed.barrier()
         margins = od.read_val_margins(path, d.size, self.known)[:d.val_count]
-        return train_set, od.OutpaintValSet(val_src, margins, d.size)
+        return train_set, od.OutpaintValSet(val_src, margins, d.size, load_size=d.load_size)
 
     # --- losses ------------------------------------------------------------------------------
     def _weights(self, mask: torch.Tensor) -> torch.Tensor:
