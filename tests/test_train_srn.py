@@ -14,6 +14,7 @@ from safetensors.torch import load_file
 
 from gancanvas.cli import main
 from gancanvas.data.datasets import SceneImages
+from gancanvas.data.io import image_to_tensor
 from gancanvas.data.margins import Margins, crop_known, random_margins
 from gancanvas.data.outpaint_datasets import (
     OutpaintTrainSet,
@@ -81,6 +82,14 @@ def test_margins_data_is_a_function_of_the_key():
     assert len({tuple(a[4 * g]["margins"].tolist()) for g in range(12)}) > 3
     assert not torch.equal(a[0]["image"], a[1]["image"])
     assert not torch.equal(OutpaintTrainSet(images, 32, 16, seed=4, group=4)[0]["image"], a[0]["image"])
+    # data.load_size: canvases are 32 px windows of 64 px scenes, not the scenes shrunk.
+    big = OutpaintTrainSet(SceneImages(list(range(6)), 64), 32, 16, seed=3, group=4, load_size=64)
+    x = big[0]["image"]
+    full = image_to_tensor(big.images.load(int(big.permutation(0)[0])))[0]
+    windows = full.unfold(1, 32, 1).unfold(2, 32, 1)
+    hit = (windows - x[:, None, None]).abs().amax(dim=(0, 3, 4)) == 0
+    flipped = (windows - x.flip(-1)[:, None, None]).abs().amax(dim=(0, 3, 4)) == 0
+    assert bool(hit.any() or flipped.any())
 
 
 def test_margin_sampling_modes():
