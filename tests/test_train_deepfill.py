@@ -3,6 +3,7 @@ check, sketch guidance, mixed precision and an end-to-end run of configs/deepfil
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -50,6 +51,35 @@ def test_losses_follow_the_official_rules(tmp_path):
         g_loss2, _ = t.recipe.loss(Phase("G", "G"), t.nets, batch)
     torch.testing.assert_close(g_loss2, -0.5 * neg.mean() + 2.0 * l1)
     t.close()
+
+
+def test_gan_alpha_zero_trains_the_generator_alone(tmp_path):
+    """loss.gan_alpha=0: no critic phase and no critic call; the G step is the L1 step.
+    (Through run(): a checkpointed run whose logs hold no critic losses.)"""
+    t = _trainer(tmp_path, "loss.gan_alpha=0", "train.total_steps=2")
+    assert [p.net for p in t.phases] == ["G"] and t.draws_per_step == 1
+    D0 = {k: v.clone() for k, v in t.nets["D"].state_dict().items()}
+    batch = train_batch(t)
+    calls = []
+    hook = t.nets["D"].register_forward_hook(lambda *a: calls.append(1))
+    G_ref = copy.deepcopy(t.nets["G"])
+    loss, logs = t.recipe.loss(Phase("G", "G"), t.nets, batch)
+    assert set(logs) == {"total", "l1"} and not calls
+    out = G_ref(batch["image"], batch["mask"])
+    l1 = (batch["image"] - out["coarse"]).abs().mean() + (batch["image"] - out["refined"]).abs().mean()
+    torch.testing.assert_close(loss, l1)
+    t.train_step([batch])
+    hook.remove()
+    assert not calls and t.step == 1
+    assert all(torch.equal(v, D0[k]) for k, v in t.nets["D"].state_dict().items())  # D untouched
+    assert any(not torch.equal(v, G_ref.state_dict()[k]) for k, v in t.nets["G"].state_dict().items())
+    t.close()
+    out_dir = run(TINY, run_dir=tmp_path / "cli",
+                  overrides=["loss.gan_alpha=0", "train.total_steps=2", "train.log_every=1"])
+    assert (out_dir / "model.safetensors").is_file()
+    rows = [json.loads(x) for x in (out_dir / "metrics.jsonl").read_text().splitlines()]
+    logged = [set(r["losses"]) for r in rows if r["kind"] == "train"]
+    assert logged == [{"G/total", "G/l1"}] * 2
 
 
 def test_overfits_a_fixedtrain_batch(tmp_path):

@@ -9,6 +9,10 @@
   over the whole image (no hole/valid split, no spatial discount).
 - Adam(1e-4, 0.5, 0.999) for both: the train-section defaults.
 
+With `gan_alpha: 0` the recipe is a pure reconstruction one: no critic phase and no critic call
+in the generator phase (the critic stays at its initial weights), so a step costs the generator
+alone.
+
 Departure: masks are drawn per sample (the official draws one mask per batch); more mask
 variety per step, the same distribution. The sketch channel (guided models) comes from Canny
 edges of the ground truth inside the hole (data.sketch), standing in for the unreleased HED edges.
@@ -46,8 +50,12 @@ class DeepFillV2Recipe(Recipe):
         if cfg.data.size % 8:
             raise ConfigError(f"data.size must be a multiple of 8 for DeepFill v2, got {cfg.data.size}")
 
+    @property
+    def adversarial(self) -> bool:
+        return self.loss_cfg.gan_alpha != 0
+
     def phases(self) -> list[Phase]:
-        return [Phase("D", "D"), Phase("G", "G")]
+        return [Phase("D", "D"), Phase("G", "G")] if self.adversarial else [Phase("G", "G")]
 
     def _critic_input(self, image: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         parts = [image, batch["mask"]]
@@ -74,11 +82,14 @@ class DeepFillV2Recipe(Recipe):
 
         out = self._generate(G, batch)
         x1, x2 = out["coarse"].float(), out["refined"].float()
+        l1 = (gt - x1).abs().mean() + (gt - x2).abs().mean()
+        c = self.loss_cfg
+        if not self.adversarial:
+            total = c.l1_alpha * l1
+            return total, {"total": total, "l1": l1}
         completed = x2 * mask + gt * (1 - mask)
         neg = D(self._critic_input(completed, batch)).float()
         adv = hinge_g_loss(neg)
-        l1 = (gt - x1).abs().mean() + (gt - x2).abs().mean()
-        c = self.loss_cfg
         total = c.gan_alpha * adv + c.l1_alpha * l1
         return total, {"total": total, "adv": adv, "l1": l1}
 
