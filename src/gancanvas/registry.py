@@ -142,11 +142,16 @@ register_pretrained(PretrainedSpec(
     name="deepfill-v2-scenes",
     arch="deepfill_v2",
     file="deepfill-v2-scenes.safetensors",
-    config="configs/deepfill_v2/scenes-256-gpu.yaml",
+    config="configs/deepfill_v2/scenes-256-cpu-finetune.yaml",
     command=("gancanvas train configs/deepfill_v2/scenes-256-gpu.yaml --run-dir runs/deepfill-v2-scenes-gpu"
              " && python scripts/release_model.py runs/deepfill-v2-scenes-gpu"
+             " runs/deepfill-v2-scenes-gpu.safetensors"
+             " && gancanvas train configs/deepfill_v2/scenes-256-cpu-finetune.yaml"
+             " --run-dir runs/deepfill-v2-scenes --init runs/deepfill-v2-scenes-gpu.safetensors"
+             " && python scripts/release_model.py runs/deepfill-v2-scenes"
              " src/gancanvas/pretrained/deepfill-v2-scenes.safetensors"),
-    description="DeepFill v2, cnum 32, trained on the built-in scenes at 256 px for 14 minutes on one GPU",
+    description=("DeepFill v2, cnum 32, trained on the built-in scenes at 256 px for 14 minutes on one GPU, "
+                 "then fine-tuned with L1 alone on the CPU"),
     default_for=("inpaint",),
 ))
 
