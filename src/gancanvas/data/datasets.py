@@ -105,7 +105,7 @@ def build_sources(data) -> tuple[SceneImages | FileImages, SceneImages | FileIma
 
         # The numbering of `gancanvas data scenes`; validation scenes follow the training ones,
         # so the two sets never share a scene.
-        size = getattr(data, "load_size", 0) or data.size
+        size = data.load_size or data.size
         train = SceneImages([scene_seed(data.seed, i) for i in range(data.count)], size)
         val = SceneImages([scene_seed(data.seed, data.count + j) for j in range(data.val_count)], size)
         return train, val

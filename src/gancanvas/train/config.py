@@ -38,9 +38,9 @@ class DataSection:
     root: str = ""  # folder: a directory of images, or a text file with one image path per line
     val_root: str = ""  # folder: validation images; empty = hold out `val_count` images of `root`
     size: int = 256  # training crops are size x size
-    # Short side images are scaled to before the size x size crop (scenes are rendered at it);
-    # 0 = size. Larger values train on crops at the images' full scale (e.g. 128 px crops of
-    # 256 px scenes: four times the steps per CPU second, objects at their evaluation size).
+    # The short side images are scaled to before the size x size crop (scenes are rendered at
+    # it); 0 = size. Larger values train on crops at the images' full scale (e.g. 128 px crops of
+    # 256 px scenes: a quarter of the cost per image, objects at their evaluation size).
     load_size: int = 0
     count: int = 10000  # scenes: number of training scenes (validation scenes follow them)
     val_count: int = 64
