@@ -22,9 +22,9 @@ def main() -> None:
     import gancanvas
     from gancanvas.data.io import list_images, read_image, read_mask
     from gancanvas.data.labels import read_label_map
+    from gancanvas.data.masks import read_mask_set
     from gancanvas.data.synthetic import CLASSES
     from gancanvas.eval.baselines import BASELINES
-    from gancanvas.eval.protocol import _mask_set
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("model", help="model name or file")
@@ -39,8 +39,8 @@ def main() -> None:
     methods = {args.model: lambda img, m: np.asarray(pipe.inpaint(img, m))}
     methods.update({b: BASELINES[b] for b in args.baseline})
     images, _ = list_images(args.images)
-    masks = _mask_set(args.masks)[0]
-    pairs = [(p, masks[i % len(masks)].path) for i, p in enumerate(images)][::args.every]
+    masks = [args.masks / e["file"] for e in read_mask_set(args.masks)["files"]]  # manifest order
+    pairs = [(p, masks[i % len(masks)]) for i, p in enumerate(images)][::args.every]
     err = {name: np.zeros(len(CLASSES)) for name in methods}
     count = np.zeros(len(CLASSES), dtype=np.int64)
     for image_path, mask_path in pairs:

@@ -40,7 +40,7 @@ class DataSection:
     size: int = 256  # training crops are size x size
     # The short side images are scaled to before the size x size crop (scenes are rendered at
     # it); 0 = size. Larger values train on crops at the images' full scale (e.g. 128 px crops of
-    # 256 px scenes: a quarter of the cost per image, objects at their evaluation size).
+    # 256 px scenes: about a fifth of the cost per step, objects at their evaluation size).
     load_size: int = 0
     count: int = 10000  # scenes: number of training scenes (validation scenes follow them)
     val_count: int = 64
