@@ -15,7 +15,8 @@ from gancanvas.errors import ConfigError
 from gancanvas.train import engine, run
 from gancanvas.train.config import load_config
 from gancanvas.train.recipes import Phase
-from train_helpers import train_batch
+from gancanvas.train.recipes.deepfill_v2 import DeepFillV2Recipe
+from train_helpers import assert_exact_resume, train_batch
 
 TINY = Path(__file__).resolve().parents[1] / "configs/deepfill_v2/tiny-test.yaml"
 
@@ -131,6 +132,51 @@ def test_bf16_autocast_step(tmp_path):
     assert all(torch.isfinite(torch.tensor(v)) for v in a.values()), a
     assert a == b  # deterministic (oneDNN's bf16 CPU kernels were not: the engine turns them off)
     assert torch.backends.mkldnn.enabled  # ...and back on when the trainer is closed
+
+
+def test_bf16_generator_only_keeps_onednn(tmp_path):
+    """With no critic (gan_alpha 0) the oneDNN bf16 kernels stay on (they are the CPU speed-up);
+    the steps are finite and repeat exactly."""
+    def one_step(name):
+        t = _trainer(tmp_path / name, "train.amp=bf16", "loss.gan_alpha=0")
+        assert torch.backends.mkldnn.enabled
+        batch = train_batch(t)
+        t.train_step([batch])
+        t.close()
+        return {k: float(v / t._counts[k]) for k, v in t._sums.items()}
+
+    a, b = one_step("a"), one_step("b")
+    assert set(a) == {"G/total", "G/l1"} and all(torch.isfinite(torch.tensor(v)) for v in a.values())
+    assert a == b
+    t = _trainer(tmp_path / "c", "train.amp=bf16")  # with the critic: off while the trainer lives
+    assert not torch.backends.mkldnn.enabled
+    t.close()
+    assert torch.backends.mkldnn.enabled
+
+
+def test_linear_learning_rate_decay(tmp_path):
+    t = _trainer(tmp_path, "train.total_steps=10", "loss.niter_decay=4", "train.lr_d=1e-3")
+    lrs = []
+    for step in range(10):
+        t.recipe.on_step(step, t.opts)
+        lrs.append((t.opts["G"].param_groups[0]["lr"], t.opts["D"].param_groups[0]["lr"]))
+    factors = [1, 1, 1, 1, 1, 1, 1, 0.75, 0.5, 0.25]  # constant, then lr -= lr0 / niter_decay per step
+    for (g, d), f in zip(lrs, factors):
+        assert g == pytest.approx(1e-4 * f) and d == pytest.approx(1e-3 * f)
+    t.close()
+    t = _trainer(tmp_path / "b", "train.total_steps=10")  # niter_decay 0: the official constant rate
+    for step in range(10):
+        t.recipe.on_step(step, t.opts)
+    assert t.opts["G"].param_groups[0]["lr"] == 1e-4
+    t.close()
+    with pytest.raises(ConfigError, match="loss.niter_decay must be in 0..10"):
+        _trainer(tmp_path / "c", "train.total_steps=10", "loss.niter_decay=11")
+
+
+def test_exact_resume_through_the_decay(tmp_path):
+    over = ["loss.gan_alpha=0", "train.total_steps=4", "loss.niter_decay=3", "train.eval_every=0",
+            "train.image_every=0", "train.keep_checkpoints=5", "train.ckpt_every=2"]
+    assert_exact_resume(TINY, tmp_path, DeepFillV2Recipe, over)
 
 
 def test_tiny_config_end_to_end(tmp_path):

@@ -24,8 +24,25 @@ from torch import nn
 
 from ... import registry
 from ...config import structured
-from ...errors import CheckpointError
+from ...errors import CheckpointError, ConfigError
 from ...weights import load_state_strict
+
+
+def decay_learning_rates(cfg, niter_decay: int, step: int, optimizers) -> None:
+    """Set each optimizer's lr for the step after `step` steps: train.lr_g / lr_d (by key), constant,
+    then linear towards 0 over the last `niter_decay` steps (pix2pixHD's and
+    SPADE's official epoch schedule, in steps)."""
+    f = 1.0 if niter_decay == 0 else max(0.0, min(1.0, (cfg.steps() - step) / niter_decay))
+    for key, opt in optimizers.items():
+        for group in opt.param_groups:
+            group["lr"] = (cfg.train.lr_g if key == "G" else cfg.train.lr_d) * f
+
+
+def check_niter_decay(niter_decay: int, cfg) -> None:
+    """`loss.niter_decay` (the steps of linear learning-rate decay) must fit in the run."""
+    total = cfg.steps()
+    if not 0 <= niter_decay <= total:
+        raise ConfigError(f"loss.niter_decay must be in 0..{total} (the training steps), got {niter_decay}")
 
 
 @dataclass

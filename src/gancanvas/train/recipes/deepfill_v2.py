@@ -7,7 +7,9 @@
   0.5 mean relu(1 - pos) + 0.5 mean relu(1 + neg).
 - G loss = gan_alpha * (-mean D(completed)) + l1_alpha * (mean|gt - x1| + mean|gt - x2|), the L1
   over the whole image (no hole/valid split, no spatial discount).
-- Adam(1e-4, 0.5, 0.999) for both: the train-section defaults.
+- Adam(1e-4, 0.5, 0.999) for both: the train-section defaults. The official rate is constant;
+  `loss.niter_decay` (default 0) lets both fall linearly to 0 over the last steps, as pix2pixHD's
+  schedule does, to settle a fine-tune.
 
 With `gan_alpha: 0` the recipe is a pure reconstruction one: no critic phase and no critic call
 in the generator phase (the critic stays at its initial weights), so a step costs the generator
@@ -31,13 +33,14 @@ import torch.nn.functional as F
 from ...errors import ConfigError
 from ...losses.gan import hinge_d_loss, hinge_g_loss
 from . import register_recipe
-from .base import Phase, Recipe
+from .base import Phase, Recipe, check_niter_decay, decay_learning_rates
 
 
 @dataclass
 class DeepFillV2Loss:
     l1_alpha: float = 1.0  # official l1_loss_alpha
     gan_alpha: float = 1.0  # official gan_loss_alpha
+    niter_decay: int = 0  # last steps over which the learning rates fall linearly to 0 (0: constant)
 
 
 @register_recipe
@@ -49,6 +52,7 @@ class DeepFillV2Recipe(Recipe):
         super().__init__(cfg)
         if cfg.data.size % 8:
             raise ConfigError(f"data.size must be a multiple of 8 for DeepFill v2, got {cfg.data.size}")
+        check_niter_decay(self.loss_cfg.niter_decay, cfg)
 
     @property
     def adversarial(self) -> bool:
@@ -56,6 +60,10 @@ class DeepFillV2Recipe(Recipe):
 
     def phases(self) -> list[Phase]:
         return [Phase("D", "D"), Phase("G", "G")] if self.adversarial else [Phase("G", "G")]
+
+    def on_step(self, step, optimizers):
+        if self.loss_cfg.niter_decay:
+            decay_learning_rates(self.cfg, self.loss_cfg.niter_decay, step, optimizers)
 
     def _critic_input(self, image: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         parts = [image, batch["mask"]]

@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 from ...errors import ConfigError
+from .base import check_niter_decay
 
 
 def check_label_loss_options(c, cfg, gan_modes: tuple[str, ...]) -> None:
@@ -19,18 +20,7 @@ def check_label_loss_options(c, cfg, gan_modes: tuple[str, ...]) -> None:
     if cfg.data.load_size:
         raise ConfigError("data.load_size is for inpainting and outpainting training; label-map "
                           "training sizes its images with data.size and loss.aspect")
-    total = cfg.steps()
-    if not 0 <= c.niter_decay <= total:
-        raise ConfigError(f"loss.niter_decay must be in 0..{total} (the training steps), got {c.niter_decay}")
-
-
-def decay_learning_rates(cfg, niter_decay: int, step: int, optimizers) -> None:
-    """Set each optimizer's lr for the step after `step` steps: train.lr_g / lr_d (by key), constant,
-    then linear towards 0 over the last `niter_decay` steps (the official epoch schedule in steps)."""
-    f = 1.0 if niter_decay == 0 else max(0.0, min(1.0, (cfg.steps() - step) / niter_decay))
-    for key, opt in optimizers.items():
-        for group in opt.param_groups:
-            group["lr"] = (cfg.train.lr_g if key == "G" else cfg.train.lr_d) * f
+    check_niter_decay(c.niter_decay, cfg)
 
 
 def colour_labels(labels: torch.Tensor, label_nc: int) -> torch.Tensor:

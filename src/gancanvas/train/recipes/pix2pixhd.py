@@ -37,8 +37,8 @@ from ...errors import CheckpointError, ConfigError, MissingWeightsError
 from ...losses.gan import adversarial_loss, feature_matching_loss
 from ...weights import load_state_strict
 from . import register_recipe
-from .base import Phase, Recipe
-from .label_maps import check_label_loss_options, colour_labels, decay_learning_rates
+from .base import Phase, Recipe, decay_learning_rates
+from .label_maps import check_label_loss_options, colour_labels
 
 GAN_MODES = ("lsgan", "vanilla")
 

@@ -37,8 +37,8 @@ import torch
 from ...errors import ConfigError, MissingWeightsError
 from ...losses.gan import adversarial_loss, feature_matching_loss
 from . import register_recipe
-from .base import Phase, Recipe
-from .label_maps import check_label_loss_options, colour_labels, decay_learning_rates
+from .base import Phase, Recipe, decay_learning_rates
+from .label_maps import check_label_loss_options, colour_labels
 
 GAN_MODES = ("hinge", "lsgan", "vanilla", "wgan")  # official hinge / ls / original / w
 DONTCARE_ID = 255  # the official "don't care" label id (SPADE / SEAN `contain_dontcare`)
