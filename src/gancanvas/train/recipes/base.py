@@ -30,8 +30,8 @@ from ...weights import load_state_strict
 
 def decay_learning_rates(cfg, niter_decay: int, step: int, optimizers) -> None:
     """Set each optimizer's lr for the step after `step` steps: train.lr_g / lr_d (by key), constant,
-    then linear towards 0 over the last `niter_decay` steps (pix2pixHD's and
-    SPADE's official epoch schedule, in steps)."""
+    then linear towards 0 over the last `niter_decay` steps (pix2pixHD's and SPADE's official
+    epoch schedule, in steps)."""
     f = 1.0 if niter_decay == 0 else max(0.0, min(1.0, (cfg.steps() - step) / niter_decay))
     for key, opt in optimizers.items():
         for group in opt.param_groups:
