@@ -34,8 +34,8 @@ def test_default_model_fills_holes_from_context(default_model):
     # Held-out scenes (seed 1 is never used by the training config's seed-0 scenes) with fixed
     # free-form holes (the official brush) at the training size: the fill must be much closer to the
     # truth than the best constant fill (the mean colour of the known pixels), and leave the known
-    # pixels alone. Measured: 0.33 of the constant fill's error (stage 1 alone: 0.36; the first,
-    # CPU-trained model: 0.72; OpenCV Telea: 0.34).
+    # pixels alone. Measured: 0.28 of the constant fill's error (after 4,000 CPU steps: 0.33; stage
+    # 1 alone: 0.36; the first, CPU-trained model: 0.72; OpenCV Telea: 0.34).
     sampler = MaskSampler("free-form")
     ours, constant = [], []
     for i in range(4):
@@ -47,7 +47,7 @@ def test_default_model_fills_holes_from_context(default_model):
         ours.append(np.abs(out[hole].astype(np.float64) - truth).mean())
         fill = scene.image[~hole].astype(np.float64).mean(axis=0)
         constant.append(np.abs(fill - truth).mean())
-    assert np.mean(ours) < 0.4 * np.mean(constant), (ours, constant)
+    assert np.mean(ours) < 0.32 * np.mean(constant), (ours, constant)
 
 
 def test_default_outpaint_model_beats_reflection_padding():
