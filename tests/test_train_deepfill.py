@@ -16,7 +16,7 @@ from gancanvas.train import engine, run
 from gancanvas.train.config import load_config
 from gancanvas.train.recipes import Phase
 from gancanvas.train.recipes.deepfill_v2 import DeepFillV2Recipe
-from train_helpers import assert_exact_resume, train_batch
+from train_helpers import assert_exact_resume, learning_rates, train_batch
 
 TINY = Path(__file__).resolve().parents[1] / "configs/deepfill_v2/tiny-test.yaml"
 
@@ -156,18 +156,12 @@ def test_bf16_generator_only_keeps_onednn(tmp_path):
 
 def test_linear_learning_rate_decay(tmp_path):
     t = _trainer(tmp_path, "train.total_steps=10", "loss.niter_decay=4", "train.lr_d=1e-3")
-    lrs = []
-    for step in range(10):
-        t.recipe.on_step(step, t.opts)
-        lrs.append((t.opts["G"].param_groups[0]["lr"], t.opts["D"].param_groups[0]["lr"]))
     factors = [1, 1, 1, 1, 1, 1, 1, 0.75, 0.5, 0.25]  # constant, then lr -= lr0 / niter_decay per step
-    for (g, d), f in zip(lrs, factors):
+    for (g, d), f in zip(learning_rates(t, range(10)), factors, strict=True):
         assert g == pytest.approx(1e-4 * f) and d == pytest.approx(1e-3 * f)
     t.close()
     t = _trainer(tmp_path / "b", "train.total_steps=10")  # niter_decay 0: the official constant rate
-    for step in range(10):
-        t.recipe.on_step(step, t.opts)
-    assert t.opts["G"].param_groups[0]["lr"] == 1e-4
+    assert set(learning_rates(t, range(10))) == {(1e-4, 1e-4)}
     t.close()
     with pytest.raises(ConfigError, match="loss.niter_decay must be in 0..10"):
         _trainer(tmp_path / "c", "train.total_steps=10", "loss.niter_decay=11")

@@ -19,7 +19,14 @@ from gancanvas.train import engine, run
 from gancanvas.train.config import load_config
 from gancanvas.train.recipes import Phase
 from gancanvas.train.recipes.pix2pixhd import Pix2PixHDRecipe
-from train_helpers import assert_exact_resume, metrics_lines, one_line, tiny_vgg19_file, train_batch
+from train_helpers import (
+    assert_exact_resume,
+    learning_rates,
+    metrics_lines,
+    one_line,
+    tiny_vgg19_file,
+    train_batch,
+)
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs/pix2pixhd"
 TINY = CONFIGS / "tiny-test.yaml"
@@ -182,12 +189,8 @@ def test_local_enhancer_stage_from_a_global_run(tmp_path, global_run):
 
 def test_linear_learning_rate_decay(tmp_path):
     t = _trainer(tmp_path, "train.total_steps=10", "loss.niter_decay=4", "train.lr_d=1e-3")
-    lrs = []
-    for step in range(10):
-        t.recipe.on_step(step, t.opts)
-        lrs.append((t.opts["G"].param_groups[0]["lr"], t.opts["D"].param_groups[0]["lr"]))
     factors = [1, 1, 1, 1, 1, 1, 1, 0.75, 0.5, 0.25]  # official: lr0, then lr -= lr0 / niter_decay
-    for (g, d), f in zip(lrs, factors):
+    for (g, d), f in zip(learning_rates(t, range(10)), factors, strict=True):
         assert g == pytest.approx(2e-4 * f) and d == pytest.approx(1e-3 * f)
     t.close()
     # The staged enhancer stage: the global group at 0 until niter_fix_global, decayed with the rest after.

@@ -98,3 +98,12 @@ def assert_exact_resume(config: Path, tmp_path: Path, recipe_cls: type, override
     run(config, run_dir=half, resume=True, overrides=overrides)
     assert_same_state(checkpoint_state(full / "checkpoints/step-00000004"),
                       checkpoint_state(half / "checkpoints/step-00000004"))
+
+
+def learning_rates(trainer, steps) -> list[tuple[float, float]]:
+    """(G, D) learning rates of the first parameter groups that `recipe.on_step` sets for each step."""
+    out = []
+    for step in steps:
+        trainer.recipe.on_step(step, trainer.opts)
+        out.append((trainer.opts["G"].param_groups[0]["lr"], trainer.opts["D"].param_groups[0]["lr"]))
+    return out
