@@ -211,7 +211,7 @@ class Trainer:
         if self.device.type == "cpu" and t.amp == "bf16" and critic and torch.backends.mkldnn.enabled:
             # oneDNN's bf16 CPU convolutions gave nondeterministic NaNs in the SN-PatchGAN forward
             # (torch 2.13); the native kernels are exact. A generator-only run keeps oneDNN: its bf16
-            # convolutions are what make CPU bf16 faster than fp32 (a DeepFill v2 step: 1.25 -> 0.9 s).
+            # convolutions are what make CPU bf16 faster than fp32 (a DeepFill v2 step: 1.32 -> 0.81 s).
             # Process-wide, so close() turns it back on.
             torch.backends.mkldnn.enabled = False
             self._restore_mkldnn = True
