@@ -62,8 +62,7 @@ class DeepFillV2Recipe(Recipe):
         return [Phase("D", "D"), Phase("G", "G")] if self.adversarial else [Phase("G", "G")]
 
     def on_step(self, step, optimizers):
-        if self.loss_cfg.niter_decay:
-            decay_learning_rates(self.cfg, self.loss_cfg.niter_decay, step, optimizers)
+        decay_learning_rates(self.cfg, self.loss_cfg.niter_decay, step, optimizers)
 
     def _critic_input(self, image: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         parts = [image, batch["mask"]]
